@@ -1,0 +1,80 @@
+"""What every CLI command shares: global options, output, and turning errors into exit codes.
+
+Only ``bridge.cli`` imports typer and rich, and only the CLI calls ``asyncio.run``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from bridge.errors import BridgeError, ExitCode
+
+T = TypeVar("T")
+
+#: Human output goes to stdout; diagnostics and progress to stderr, so ``--json`` output stays parseable.
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class GlobalOptions:
+    """Options given before the command name (``bridge --hci usb:0 status``)."""
+
+    hci: str | None = None
+    config_file: str | None = None
+    debug: bool = False
+
+
+def global_options(ctx: typer.Context) -> GlobalOptions:
+    obj = ctx.find_root().obj
+    if isinstance(obj, GlobalOptions):
+        return obj
+    return GlobalOptions()
+
+
+def fail(error: BridgeError, *, as_json: bool = False) -> NoReturn:
+    """Print ``error`` as one clear sentence plus what to do, and exit with its code."""
+    if as_json:
+        payload = {
+            "ok": False,
+            "error": type(error).__name__,
+            "code": getattr(error, "code", None),
+            "message": error.message,
+            "hint": error.hint,
+            "exit_code": int(error.exit_code),
+        }
+        console.print_json(json.dumps(payload, default=str))
+    else:
+        err_console.print(f"[bold red]error:[/] {error.message}", markup=True, soft_wrap=True)
+        if error.hint:
+            err_console.print(f"[dim]hint:[/] {error.hint}", markup=True, soft_wrap=True)
+    raise typer.Exit(int(error.exit_code))
+
+
+def run(coro_factory: Callable[[], Coroutine[Any, Any, T]], *, as_json: bool = False) -> T:
+    """Run one async job for a command: the only place the CLI enters asyncio.
+
+    ``BridgeError`` becomes a message and its exit code; Ctrl-C becomes exit 130 after the job's own
+    cancellation handlers ran (the sync engine tells the board to abort).
+    """
+    try:
+        return asyncio.run(coro_factory())
+    except BridgeError as exc:
+        fail(exc, as_json=as_json)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: the board was told to abort; nothing half-written was kept.")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def print_json(data: Any) -> None:
+    """Print machine-readable output on stdout (one JSON document)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,1 @@
+"""The bridge <-> board wire protocol, sans I/O: bytes in, events out. See ``protocol/SPEC.md``."""
