@@ -9,7 +9,14 @@ and demos. Format facts and the policy for images without an app descriptor: ``d
 from __future__ import annotations
 
 from bridge.image.builder import build_image
+from bridge.image.checks import (
+    check_fits_board,
+    fit_verdict,
+    inspect_image,
+    validate_image,
+)
 from bridge.image.chips import RETIRED_CHIP_IDS, Chip, ChipSpec, chip_spec
+from bridge.image.format import parse_app_descriptor
 from bridge.image.model import (
     AppDescriptor,
     BootloaderDescriptor,
@@ -20,14 +27,7 @@ from bridge.image.model import (
     Verdict,
     VerdictCode,
 )
-from bridge.image.parser import (
-    StreamValidator,
-    check_fits_board,
-    fit_verdict,
-    inspect_image,
-    parse_app_descriptor,
-    validate_image,
-)
+from bridge.image.stream import StreamValidator
 
 __all__ = [
     "RETIRED_CHIP_IDS",

@@ -14,7 +14,7 @@ import re
 import struct
 
 from bridge.image.chips import Chip, chip_spec
-from bridge.image.parser import xor_fold
+from bridge.image.format import xor_fold
 
 __all__ = ["DEFAULT_IMAGE_BYTES", "MIN_IMAGE_BYTES", "build_image"]
 
