@@ -60,7 +60,7 @@ def fit_verdict(
         return Verdict(
             VerdictCode.CHIP_MISMATCH,
             f"The image is built for {info.chip_name or f'chip id {info.chip_id}'} but the board is an {board_name}.",
-            f"Use the firmware built for the {board_name} (`idf.py set-target` {board_name.lower().replace('-', '')}).",
+            f"Use the firmware built for the {board_name} (`idf.py set-target {board_name.lower().replace('-', '')}`).",
         )
     if info.size > partition_size:
         return Verdict(

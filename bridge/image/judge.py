@@ -204,7 +204,9 @@ class _Judge:
         if partitions:
             parts.append(f"partition table at {PARTITION_TABLE_OFFSET:#x}")
         if apps:
-            where = "the app image sits at " + ", ".join(_describe_app(a) for a in apps)
+            where = ("the app image sits at " if len(apps) == 1 else "app images sit at ") + ", ".join(
+                _describe_app(a) for a in apps
+            )
         else:
             listed = ", ".join(f"{off:#x}" for off in sorted(partitions))
             where = f"it holds no app image where its partition table puts apps ({listed})"
@@ -284,7 +286,7 @@ class _Judge:
                     VerdictCode.BOOTLOADER,
                     f"This is an {chip} 2nd-stage bootloader (ESP-IDF {boot.idf_version or '?'}), not an app image: "
                     "its segments load into RAM and it carries a bootloader descriptor.",
-                    "OTA replaces the app only. " + _APP_HINT + " (not build/bootloader/bootloader.bin)",
+                    "OTA replaces the app only: push build/<project>.bin, not build/bootloader/bootloader.bin.",
                 )
             else:
                 verdict = Verdict(
