@@ -54,18 +54,26 @@ FLASH_MODES = {0: "QIO", 1: "QOUT", 2: "DIO", 3: "DOUT", 4: "FAST_READ", 5: "SLO
 FLASH_SIZES = {0: "1MB", 1: "2MB", 2: "4MB", 3: "8MB", 4: "16MB", 5: "32MB", 6: "64MB", 7: "128MB"}
 APP_SUBTYPES = {0x00: "factory", 0x20: "test", **{0x10 + n: f"ota_{n}" for n in range(16)}}
 
+_XOR_BLOCK_BYTES = 8192
 
-def xor_fold(data: bytes | memoryview) -> int:
-    """XOR of all bytes of ``data``, computed in C through big-integer halving (a 4 MiB image in milliseconds)."""
-    width = len(data)
-    if width == 0:
-        return 0
-    value = int.from_bytes(data, "little")
-    while width > 1:
-        half = (width + 1) // 2
-        value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
-        width = half
-    return value
+
+def xor_fold(data: bytes | bytearray | memoryview) -> int:
+    """XOR of all bytes of ``data``, folded in C through big-integer halving (a 4 MiB image in milliseconds).
+
+    Works on 8 KiB blocks so the temporary integers stay small whatever the size of ``data``.
+    """
+    view = memoryview(data)
+    result = 0
+    for start in range(0, len(view), _XOR_BLOCK_BYTES):
+        block = view[start : start + _XOR_BLOCK_BYTES]
+        width = len(block)
+        value = int.from_bytes(block, "little")
+        while width > 1:
+            half = (width + 1) // 2
+            value = (value & ((1 << (8 * half)) - 1)) ^ (value >> (8 * half))
+            width = half
+        result ^= value
+    return result
 
 
 def cstr(raw: bytes) -> str:

@@ -30,7 +30,7 @@ from bridge.image.format import (
     plausible_esp8266,
 )
 from bridge.image.model import AppDescriptor, EmbeddedApp, ImageInfo, Quirk, Segment, Verdict, VerdictCode
-from bridge.image.stream import Observation, Stage
+from bridge.image.observation import Observation, Stage
 
 __all__ = ["judge"]
 
@@ -389,16 +389,30 @@ _QUIRK_NOTES: dict[Quirk, str] = {
 }
 
 
+_NAMELESS_HINT = (
+    "The image does not say which release it is: give the project and version explicitly when publishing "
+    "(`bridge repo add --project ... --version ...`)."
+)
+_QUIRK_HINTS: dict[Quirk, str] = {
+    Quirk.NO_APP_DESCRIPTOR: _NAMELESS_HINT,
+    Quirk.EMPTY_PROJECT: _NAMELESS_HINT,
+    Quirk.EMPTY_VERSION: _NAMELESS_HINT,
+    Quirk.NO_DIGEST: "Rebuild with esptool's default (--append-digest) so the board can verify the whole image.",
+    Quirk.ELF_SHA256_ZERO: "The ELF SHA-256 cannot identify this build; identify it by the file's SHA-256 instead.",
+    Quirk.SECURE_BOOT_V1_SIGNATURE: "The signature goes to the board with the image; only a board with Secure Boot "
+    "V1 checks it.",
+    Quirk.SECURE_BOOT_V2_SIGNATURE: "The signature block goes to the board with the image; a board with Secure Boot "
+    "V2 verifies it.",
+    Quirk.FF_PADDING: "The padding is written to flash as well; it is harmless but makes the transfer longer.",
+}
+
+
 def _quirk_hint(quirks: Iterable[Quirk]) -> str:
-    q = set(quirks)
-    if q & {Quirk.NO_APP_DESCRIPTOR, Quirk.EMPTY_PROJECT, Quirk.EMPTY_VERSION}:
-        return (
-            "The image cannot tell which release it is: give the project and version explicitly when publishing "
-            "(`bridge repo add --project ... --version ...`)."
-        )
-    if Quirk.NO_DIGEST in q:
-        return "Rebuild with esptool's default (--append-digest) so the board can verify the whole image."
-    return ""
+    hints: list[str] = []
+    for quirk in quirks:
+        if _QUIRK_HINTS[quirk] not in hints:
+            hints.append(_QUIRK_HINTS[quirk])
+    return " ".join(hints)
 
 
 def _esp8266_verdict() -> Verdict:

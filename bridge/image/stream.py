@@ -31,8 +31,6 @@ The checks, in the order a verdict is chosen (format facts: ``notes/esp32-image-
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from enum import Enum, auto
 
 from bridge.image.chips import Chip, ChipSpec, chip_spec
 from bridge.image.format import (
@@ -57,52 +55,13 @@ from bridge.image.format import (
     parse_app_descriptor,
     xor_fold,
 )
+from bridge.image.judge import judge
 from bridge.image.model import AppDescriptor, ImageInfo, Segment, Verdict, VerdictCode
+from bridge.image.observation import Observation, Stage
 
-__all__ = ["Observation", "Stage", "StreamValidator"]
+__all__ = ["StreamValidator"]
 
 _APP_HINT = "Push the app image that `idf.py build` writes: build/<project>.bin."
-
-
-class Stage(Enum):
-    """Where the walk is: what the next byte of the file is expected to be."""
-
-    HEADER = auto()
-    SEG_HEADER = auto()
-    SEG_DATA = auto()
-    CHECKSUM = auto()
-    DIGEST = auto()
-    TRAILER = auto()
-    FOREIGN = auto()
-
-
-@dataclass(frozen=True)
-class Observation:
-    """Everything a :class:`StreamValidator` saw: the facts :func:`bridge.image.judge.judge` turns into a verdict."""
-
-    size: int
-    sha256: str
-    head: bytes
-    stage: Stage
-    foreign: Verdict | None
-    hdr: tuple[int, ...] | None
-    spec: ChipSpec | None
-    segments: tuple[Segment, ...]
-    seg_remaining: int
-    xor: int
-    checksum_off: int
-    checksum: int | None
-    digest: bytes
-    digest_calc: bytes
-    image_len: int
-    trail_count: int
-    trail_head: bytes
-    trail_last_non_ff: int
-    trail_has_non_ff: bool
-    sig_probe_off: int
-    sig_probe: bytes
-    pt: bytes
-    embedded: tuple[tuple[int, bytes], ...]
 
 
 class StreamValidator:
@@ -187,8 +146,6 @@ class StreamValidator:
     def finish(self) -> ImageInfo:
         """The verdict on everything fed so far, taken as the whole file."""
         self._settle_probes()
-        from bridge.image.judge import judge  # here: judge imports Observation from this module
-
         return judge(self._observe())
 
     # -- the walk -----------------------------------------------------------------------------------------------
