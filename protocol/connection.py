@@ -65,6 +65,7 @@ from protocol.framing import (
     split_datagrams,
 )
 from protocol.messages import (
+    Abort,
     Ack,
     Begin,
     BeginOk,
@@ -215,6 +216,7 @@ class BridgeConnection(_Conversation):
         self._send_offset = 0
         self._highest_sent = 0
         self._sync_attempts = 0
+        self._after_abort = False
 
     # --- Properties ------------------------------------------------------------------------------------------
 
@@ -316,6 +318,7 @@ class BridgeConnection(_Conversation):
             raise LocalProtocolError("the board did not announce UPDATE_REQUEST", code=ErrorCode.FEATURE_UNSUPPORTED)
         datagrams = self._encode(message)
         self._advance(message.TYPE)
+        self._after_abort = isinstance(message, Abort)
         if isinstance(message, Hello):
             self._hello = message
             self._info = None
@@ -410,14 +413,18 @@ class BridgeConnection(_Conversation):
             raise message.error
         if SENDER[message.TYPE] is not Role.BOARD:
             raise RemoteProtocolError(f"the board sent {message.TYPE.name}", code=ErrorCode.UNKNOWN_MESSAGE)
-        if isinstance(message, UpdateRequest) and self._state is not State.READY:
-            logger.debug("bridge: UPDATE_REQUEST crossed a command in %s; ignored", self._state.value)
+        crossed = (
+            (isinstance(message, UpdateRequest) and self._state is not State.READY)
+            or (isinstance(message, Ack | Nack) and self._state is not State.TRANSFER)
+            or (self._after_abort and next_state(self._state, message.TYPE) is None)
+        )
+        if crossed:  # race rules 1-3 in protocol/state.py
+            logger.debug("bridge: %s crossed a command (state %s); ignored", message.TYPE.name, self._state.value)
             return
         if next_state(self._state, message.TYPE) is None:
             raise RemoteProtocolError(
                 f"{message.TYPE.name} is not allowed in state {self._state.value}", code=ErrorCode.BAD_STATE
             )
-        in_finish = self._state is State.FINISH
         emit: bool = True
         if isinstance(message, Info):
             hello = self._hello
@@ -432,9 +439,9 @@ class BridgeConnection(_Conversation):
         elif isinstance(message, BeginOk):
             self._on_begin_ok(message)
         elif isinstance(message, Ack):
-            emit = self._on_ack(message) and not in_finish
+            emit = self._on_ack(message)
         elif isinstance(message, Nack):
-            emit = self._on_nack(message) and not in_finish
+            emit = self._on_nack(message)
         elif isinstance(message, FinishOk):
             assert self._begin is not None
             if message.sha256 != self._begin.sha256:

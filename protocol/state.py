@@ -14,16 +14,22 @@ it. That gives the two rules h11 uses:
    keeps SPEC.md in step with it.
 
 Data frames are not control messages: they are only valid in ``TRANSFER`` and never change the state. ACK,
-NACK and SYNC are self-loops in ``TRANSFER`` (and ACK/NACK also in ``FINISH``, where late ones may still
-arrive). Every ERROR from the board ends whatever was going on: back to ``READY`` (``START`` before INFO).
+NACK and SYNC are self-loops in ``TRANSFER``. Every ERROR from the board ends whatever was going on: back to
+``READY`` (``START`` before INFO).
 
-Two races are not table entries but fixed rules, because the board may speak first:
+Notifications can cross a command on the air (the board sent them before it processed the command). These races
+are fixed rules next to the table, not table entries, so the table stays the same for both roles:
 
-* UPDATE_REQUEST crossing a command: the board already moved to ``UPDATE_REQUESTED``, so that state accepts
-  every command ``READY`` accepts (the request is withdrawn); the bridge ignores an UPDATE_REQUEST that arrives
-  in any state but ``READY``.
-* An unsolicited ERROR crossing a command: the board answers the command with ERROR(BAD_STATE) from ``READY``;
-  the bridge, already in ``READY``, takes the second ERROR as a self-loop.
+1. UPDATE_REQUEST crossing a command: the board already moved to ``UPDATE_REQUESTED``, so that state accepts
+   every command ``READY`` accepts (the request is withdrawn). The bridge ignores an UPDATE_REQUEST that
+   arrives in any state but ``READY``.
+2. ACK / NACK crossing BEGIN, FINISH or ABORT: the bridge ignores ACK and NACK outside ``TRANSFER``.
+3. A reply crossing ABORT (BEGIN_OK, FINISH_OK, ... sent before the board saw the ABORT): from sending ABORT
+   until sending its next command, the bridge ignores every notification the table does not allow. ATT keeps
+   order, and the bridge waits for ABORT's write response before it writes again, so nothing stale can arrive
+   after that.
+4. An unsolicited ERROR crossing a command: the board answers the command with ERROR(BAD_STATE) from
+   ``READY``; the bridge, already in ``READY``, takes the second ERROR as a self-loop.
 """
 
 from __future__ import annotations
@@ -119,13 +125,7 @@ TRANSITIONS: Final[dict[State, dict[MessageType, State]]] = {
         M.ABORT: S.READY,
         M.ERROR: S.READY,
     },
-    S.FINISH: {
-        M.FINISH_OK: S.VERIFIED,
-        M.ACK: S.FINISH,
-        M.NACK: S.FINISH,
-        M.ABORT: S.READY,
-        M.ERROR: S.READY,
-    },
+    S.FINISH: {M.FINISH_OK: S.VERIFIED, M.ABORT: S.READY, M.ERROR: S.READY},
     S.VERIFIED: {M.COMMIT: S.COMMIT, M.ABORT: S.READY, M.ERROR: S.READY},
     S.COMMIT: {M.COMMIT_OK: S.COMMITTED, M.ABORT: S.READY, M.ERROR: S.READY},
     S.COMMITTED: {M.REBOOT: S.REBOOT, M.ABORT: S.READY, M.ERROR: S.READY},
