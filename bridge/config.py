@@ -45,11 +45,11 @@ _NOT_KEYS = frozenset({"BRIDGE_CONFIG"})
 
 
 def default_config_file() -> Path:
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / "config.toml"
 
 
 def default_data_dir() -> Path:
-    return Path(platformdirs.user_data_dir(APP_NAME))
+    return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,10 +97,10 @@ class BridgeConfig:
     """How old a verified cached image may be for an offline push (``bridge fetch`` refreshes it)."""
 
     # Policies.
-    allow_unconfirmed: bool = False
-    """Offer releases that are staged but not confirmed by the release engineer."""
     allow_same_version: bool = False
-    """``push`` an image whose version equals the running one (normally refused as already up to date)."""
+    """``push`` an image the board already runs (normally reported as up to date and skipped)."""
+    allow_other_project: bool = False
+    """``push`` an image of another project than the one the board runs (normally refused)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
