@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from bridge.errors import ImageError, PreflightError
@@ -17,21 +18,22 @@ log = logging.getLogger(__name__)
 READ_CHUNK_BYTES = 0x10000
 
 
-def inspect_image(data: bytes | bytearray | memoryview | Path) -> ImageInfo:
+def inspect_image(data: bytes | bytearray | memoryview | os.PathLike[str]) -> ImageInfo:
     """Parse and judge a file. Never raises for a bad image: the answer is in ``.verdict``.
 
     A :class:`Path` is read in 64 KiB chunks (bounded memory); an unreadable file raises ``ImageError`` with code
     ``"unreadable"``.
     """
     validator = StreamValidator()
-    if isinstance(data, Path):
+    if isinstance(data, os.PathLike):
+        path = Path(data)
         try:
-            with data.open("rb") as fh:
+            with path.open("rb") as fh:
                 while chunk := fh.read(READ_CHUNK_BYTES):
                     validator.feed(chunk)
         except OSError as exc:
             raise ImageError(
-                f"Cannot read {data}: {exc.strerror or exc}.",
+                f"Cannot read {path}: {exc.strerror or exc}.",
                 code="unreadable",
                 hint="Check the path and the file's permissions.",
             ) from exc
@@ -42,7 +44,7 @@ def inspect_image(data: bytes | bytearray | memoryview | Path) -> ImageInfo:
     return info
 
 
-def validate_image(data: bytes | bytearray | memoryview | Path) -> ImageInfo:
+def validate_image(data: bytes | bytearray | memoryview | os.PathLike[str]) -> ImageInfo:
     """Like :func:`inspect_image`, but raise ``ImageError(message, code=verdict.code, hint=...)`` unless ok."""
     info = inspect_image(data)
     if not info.verdict.ok:

@@ -87,7 +87,9 @@ class _Judge:
         if sv.stage is Stage.FOREIGN or (sv.stage is Stage.HEADER and self.head[0] != IMAGE_MAGIC):
             if merged is not None:
                 return self.info(merged[0], embedded_apps=merged[1])
-            return self.info(self.foreign_verdict(), **self.header_fields())
+            verdict = self.foreign_verdict()
+            fields = self.header_fields() if verdict.code is not VerdictCode.ESP8266 else {}
+            return self.info(verdict, **fields)
         fields = self.header_fields()
         if sv.stage is not Stage.TRAILER:
             return self.info(self.truncated_verdict(), **fields)
@@ -130,10 +132,10 @@ class _Judge:
             if plausible_esp8266(head):
                 return _esp8266_verdict()
             return self.truncated_verdict()
+        if plausible_esp8266(head):
+            return _esp8266_verdict()
         chip_id, hashed = head[12] | head[13] << 8, head[23]
         if chip_id not in Chip._value2member_map_ or hashed not in (0, 1):
-            if plausible_esp8266(head):
-                return _esp8266_verdict()
             if looks_random(head[:4096]):
                 return Verdict(
                     VerdictCode.ENCRYPTED,
@@ -172,6 +174,8 @@ class _Judge:
         partitions = dict(parse_partition_table(bytes(sv.pt)))
         found = dict(sv.embedded)
         if sv.stage is Stage.TRAILER:
+            if sv.image_len > PARTITION_TABLE_OFFSET:
+                partitions = {}  # those bytes belong to the image itself
             found = {off: raw for off, raw in found.items() if off >= sv.image_len}
             if sv.trail_count == 0 or not (partitions or found):
                 return None
@@ -368,7 +372,14 @@ class _Judge:
             return Quirk.FF_PADDING
         head = bytes(sv.trail_head)
         last = sv.trail_last_non_ff
-        if head[:4] == b"\0\0\0\0" and last < sv.image_len + SBV1_TRAILER_MAX:
+        # Version word 0, then a 64-byte ECDSA signature (not all zeros), then at most 12 bytes of --secure-pad room.
+        signature = head[4:68]
+        if (
+            head[:4] == b"\0\0\0\0"
+            and len(signature) == 64
+            and any(signature)
+            and last < sv.image_len + SBV1_TRAILER_MAX
+        ):
             return Quirk.SECURE_BOOT_V1_SIGNATURE
         probe = bytes(sv.sig_probe)
         is_sig_block = len(probe) >= 2 and probe[0] == SBV2_MAGIC and probe[1] in (2, 3)

@@ -53,6 +53,7 @@ from bridge.image.format import (
     SEGMENT_HEADER_STRUCT,
     SIG_SECTOR_BYTES,
     parse_app_descriptor,
+    plausible_esp8266,
     xor_fold,
 )
 from bridge.image.judge import judge
@@ -207,7 +208,9 @@ class StreamValidator:
         hdr = HEADER_STRUCT.unpack(raw)
         self._hdr = hdr
         segment_count, chip_id, hash_appended = hdr[1], hdr[9], hdr[14]
-        if hash_appended not in (0, 1) or chip_id not in Chip._value2member_map_:
+        # An ESP8266 image has an 8-byte header: bytes 8-15 are then a segment header loading into ESP8266 RAM,
+        # which an ESP32 header (wp_pin 0xEE at byte 8) never looks like.
+        if plausible_esp8266(raw) or hash_appended not in (0, 1) or chip_id not in Chip._value2member_map_:
             self._state = Stage.FOREIGN
             return
         if not 1 <= segment_count <= MAX_SEGMENTS:

@@ -112,7 +112,7 @@ def test_streaming_gives_the_same_info_as_the_whole_file(firmware: Path, prefix:
         assert sv.finish() == whole
 
 
-@pytest.mark.parametrize("prefix", ["P14", "N02", "C02", "N06"])
+@pytest.mark.parametrize("prefix", ["P14", "P17", "N01", "N02", "C02"])
 def test_streaming_byte_by_byte(firmware: Path, prefix: str) -> None:
     data = firmware_file(firmware, prefix).read_bytes()
     sv = StreamValidator()

@@ -331,3 +331,18 @@ def test_four_mib_image_is_validated_with_bounded_memory(tmp_path: Path) -> None
     assert info.verdict.code is V.OK and from_file == info
     assert stream_peak < 64 * 1024, stream_peak
     assert file_peak < 256 * 1024, file_peak  # includes the 64 KiB read buffer
+
+
+def test_zero_bytes_after_the_digest_are_not_a_signature() -> None:
+    assert inspect_image(_image() + bytes(80)).verdict.code is V.TRAILING_DATA
+
+
+def test_unreadable_path_raises_image_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError) as e:
+        inspect_image(tmp_path)
+    assert e.value.code == "unreadable" and str(tmp_path) in e.value.message
+
+
+def test_esp8266_reports_no_chip(firmware: Path) -> None:
+    info = inspect_image(firmware_file(firmware, "N06"))
+    assert (info.chip, info.chip_id, info.segments) == (None, -1, ())
