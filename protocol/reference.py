@@ -234,6 +234,8 @@ class Faults:
     data_corrupt: float = 0.0
     notify_loss: float = 0.0
     notify_corrupt: float = 0.0
+    #: Data frames at these offsets are lost the first time they are sent (deterministic gaps).
+    drop_data_offsets: frozenset[int] = frozenset()
 
     @property
     def any(self) -> bool:
@@ -251,6 +253,8 @@ class TraceEntry:
     sender: Literal["bridge", "board"]
     channel: Channel
     data: bytes
+    #: The link lost it (recorded where it was sent; the receiver never saw it).
+    dropped: bool = False
 
 
 @dataclass
@@ -266,8 +270,10 @@ class Link:
     def __init__(self, faults: Faults, rng: random.Random) -> None:
         self.faults = faults
         self.rng = rng
-        self.to_board: deque[tuple[Channel, bytes]] = deque()
-        self.to_bridge: deque[bytes] = deque()
+        # Lost datagrams stay in the queue, flagged, so a trace shows them where they would have arrived.
+        self.to_board: deque[tuple[Channel, bytes, bool]] = deque()
+        self.to_bridge: deque[tuple[bytes, bool]] = deque()
+        self._dropped_offsets: set[int] = set()
 
     def _corrupt(self, data: bytes) -> bytes:
         buf = bytearray(data)
@@ -277,18 +283,24 @@ class Link:
 
     def write_control(self, datagrams: list[bytes]) -> None:
         """Bridge control writes: reliable, in order."""
-        self.to_board.extend(("control", d) for d in datagrams)
+        self.to_board.extend(("control", d, False) for d in datagrams)
 
     def write_data(self, frame: bytes) -> None:
         """A bridge data write (write without response): subject to data faults."""
         f, rng = self.faults, self.rng
+        offset = int.from_bytes(frame[:4], "little")
+        if offset in f.drop_data_offsets and offset not in self._dropped_offsets:
+            self._dropped_offsets.add(offset)
+            self.to_board.append(("data", frame, True))
+            return
         if f.data_loss and rng.random() < f.data_loss:
+            self.to_board.append(("data", frame, True))
             return
         if f.data_corrupt and rng.random() < f.data_corrupt:
             frame = self._corrupt(frame)
-        self.to_board.append(("data", frame))
+        self.to_board.append(("data", frame, False))
         if f.data_duplicate and rng.random() < f.data_duplicate:
-            self.to_board.append(("data", frame))
+            self.to_board.append(("data", frame, False))
         # Swap with the previous datagram if that is data too (control order is kept by ATT).
         if (
             f.data_reorder
@@ -303,10 +315,11 @@ class Link:
         f, rng = self.faults, self.rng
         for datagram in datagrams:
             if f.notify_loss and rng.random() < f.notify_loss:
+                self.to_bridge.append((datagram, True))
                 continue
-            self.to_bridge.append(
-                self._corrupt(datagram) if f.notify_corrupt and rng.random() < f.notify_corrupt else datagram
-            )
+            if f.notify_corrupt and rng.random() < f.notify_corrupt:
+                datagram = self._corrupt(datagram)
+            self.to_bridge.append((datagram, False))
 
 
 # --- The bridge's part ----------------------------------------------------------------------------------------
@@ -339,6 +352,7 @@ def run_update(
     max_steps: int | None = None,
     reboot: bool = False,
     abort_at: int | None = None,
+    disconnect_at: int | None = None,
     trace: Trace | None = None,
     on_data: Callable[[int], None] | None = None,
 ) -> UpdateOutcome:
@@ -352,6 +366,7 @@ def run_update(
     protocol bug shows up as ``AssertionError("no progress ...")``, never as a hang.
 
     ``abort_at``: send ABORT once this many bytes are acked (the outcome's error is then CANCELLED).
+    ``disconnect_at``: drop the first connection once this many bytes are acked (the next session resumes).
     """
     rng = random.Random(seed)
     link = Link(faults, rng)
@@ -379,6 +394,17 @@ def run_update(
         def write_control(datagrams: list[bytes]) -> None:
             link.write_control(datagrams)
 
+        def deliver_to_board(log: list[TraceEntry]) -> None:
+            channel, datagram, lost = link.to_board.popleft()
+            log.append(TraceEntry("bridge", channel, datagram, dropped=lost))
+            if lost:
+                return
+            if channel == "control":
+                board.conn.receive_control(datagram)
+            else:
+                board.conn.receive_data(datagram)
+            link.notify(board.process())
+
         write_control(bridge.send(Hello(features=DEFAULT_BRIDGE_FEATURES)))
         while not done and error is None:
             total_steps += 1
@@ -403,20 +429,15 @@ def run_update(
                 progressed = True
                 pick = rng.choice(choices)
                 if pick == "board":
-                    channel, datagram = link.to_board.popleft()
-                    entries.append(TraceEntry("bridge", channel, datagram))
-                    if channel == "control":
-                        board.conn.receive_control(datagram)
-                    else:
-                        board.conn.receive_data(datagram)
-                    link.notify(board.process())
+                    deliver_to_board(entries)
                 elif pick == "flash":
                     link.notify(board.complete_write())
                     link.notify(board.process())
                 else:
-                    datagram = link.to_bridge.popleft()
-                    entries.append(TraceEntry("board", "control", datagram))
-                    bridge.receive_control(datagram)
+                    datagram, lost = link.to_bridge.popleft()
+                    entries.append(TraceEntry("board", "control", datagram, dropped=lost))
+                    if not lost:
+                        bridge.receive_control(datagram)
             # 3. React to the board's messages.
             try:
                 while (event := bridge.next_event()) is not None:
@@ -428,6 +449,9 @@ def run_update(
                     elif isinstance(event, Ack):
                         if on_data is not None:
                             on_data(event.next_offset)
+                        if disconnect_at is not None and session == 1 and event.next_offset >= disconnect_at:
+                            error = ErrorCode.TIMEOUT  # what a sync engine sees when the link drops
+                            break
                         if abort_at is not None and not aborted and event.next_offset >= abort_at:
                             aborted = True
                             write_control(bridge.send(Abort(reason=ErrorCode.CANCELLED)))
@@ -445,7 +469,7 @@ def run_update(
                         error = event.code
                     elif isinstance(event, Nack):
                         pass
-                if bridge.transfer_complete:
+                if bridge.transfer_complete and error is None:
                     write_control(bridge.send(Finish()))
             except RemoteProtocolError as exc:
                 error = exc.code
@@ -458,13 +482,7 @@ def run_update(
             if aborted and error is ErrorCode.CANCELLED:
                 # Deliver the ABORT so the board sees it, then stop.
                 while link.to_board:
-                    channel, datagram = link.to_board.popleft()
-                    entries.append(TraceEntry("bridge", channel, datagram))
-                    if channel == "control":
-                        board.conn.receive_control(datagram)
-                    else:
-                        board.conn.receive_data(datagram)
-                    link.notify(board.process())
+                    deliver_to_board(entries)
                 break
         if done:
             return UpdateOutcome(
