@@ -219,6 +219,7 @@ class Bridge:
         self._source = source
         self._own_source = source is None
         self._backend = backend
+        self._own_backend = backend is None
         self.journal = journal or Journal(config.journal_file)
         self.last_bytes_sent = 0
         """Image bytes written over BLE by the latest sync/push (retransmissions included)."""
@@ -234,11 +235,14 @@ class Bridge:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Release the HTTP client and the radio backend this bridge opened."""
+        """Release what this bridge created: the update source's HTTP client and the default radio backend.
+
+        A ``source`` or ``backend`` passed to the constructor belongs to the caller and is left open.
+        """
         if self._source is not None and self._own_source:
             self._source.close()
             self._source = None
-        if self._backend is not None:
+        if self._backend is not None and self._own_backend:
             await self._backend.aclose()
 
     @property
