@@ -248,7 +248,12 @@ def serve_repository(directory: Path | str, host: str = "127.0.0.1", port: int =
     the requests answered.
     """
     server = make_server(directory, host, port)
-    thread = threading.Thread(target=server.serve_forever, name=f"repo-serve-{server.server_address[1]}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"repo-serve-{server.server_address[1]}",
+        daemon=True,
+    )
     thread.start()
     url = ServedURL(server.url)
     url.server = server

@@ -102,7 +102,7 @@ def translate_httpx_error(exc: Exception, url: str, *, timeout_s: float) -> Down
     if isinstance(exc, httpx.ConnectError):
         return ServerUnreachableError(
             f"cannot connect to {host}: {exc}",
-            hint="Check the server URL and that you are online; `bridge fetch` beforehand allows offline pushes.",
+            hint="Check the server URL and that you are online.",
         )
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return DownloadError(f"cannot fetch {url!r}: {exc}", hint="Use an http:// or https:// URL.")
