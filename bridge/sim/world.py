@@ -19,9 +19,9 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Self
 
-from bumble import hci
+from bumble import hci, ll
 from bumble.controller import Controller
 from bumble.device import Device
 from bumble.host import Host
@@ -30,6 +30,10 @@ from bumble.transport.common import AsyncPipeSink, Transport
 from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
 
 from bridge.ble.bumble_backend import BumbleBackend
+
+if TYPE_CHECKING:
+    from bridge.sim.board import SimulatedBoard
+    from bridge.sim.config import SimBoardConfig
 
 __all__ = ["VirtualWorld"]
 
@@ -76,13 +80,11 @@ class _Controller(Controller):
     def on_hci_reset_command(self, command: hci.HCI_Reset_Command) -> hci.HCI_StatusReturnParameters:
         for peer_address, connection in list(self.le_connections.items()):
             logger.debug("[%s] reset: dropping the link to %s", self.name, peer_address)
+            # Tell the peer (LL_TERMINATE_IND); the resetting host expects no events about the old link.
             with contextlib.suppress(Exception):
-                self.on_hci_disconnect_command(
-                    hci.HCI_Disconnect_Command(
-                        connection_handle=connection.handle,
-                        reason=hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR,
-                    )
-                )
+                connection.send_ll_control_pdu(ll.TerminateInd(hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR))
+            self.le_connections.pop(peer_address, None)
+        self.pending_le_connection = None
         return super().on_hci_reset_command(command)
 
 
@@ -98,7 +100,7 @@ class VirtualWorld:
             raise ValueError(f"acl_packet_bytes must be 27..251 (LE data length), got {acl_packet_bytes}")
         self.acl_packet_bytes = acl_packet_bytes
         self.link = LocalLink()  # type: ignore[no-untyped-call]
-        self.boards: list[Any] = []  # simulated boards (bridge.sim.board), closed with the world
+        self.boards: list[SimulatedBoard] = []
         self._central: Device | None = None
         self._backend: BumbleBackend | None = None
         self._controllers: list[Controller] = []
@@ -174,6 +176,16 @@ class VirtualWorld:
         """A fresh random static address (top two bits set) for a peripheral."""
         index = next(self._address_counter)
         return hci.Address(f"C0:0A:7A:00:{index >> 8:02X}:{index & 0xFF:02X}")
+
+    async def add_board(self, config: SimBoardConfig | None = None) -> SimulatedBoard:
+        """Create, boot and start advertising a simulated ESP32 board on this world."""
+        from bridge.sim.board import SimulatedBoard
+        from bridge.sim.config import SimBoardConfig
+
+        board = SimulatedBoard(self, config or SimBoardConfig())
+        self.boards.append(board)
+        await board.start()
+        return board
 
     async def expose_hci(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
         """Add a controller reachable over HCI-on-TCP for a host in another process.
