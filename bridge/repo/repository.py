@@ -450,7 +450,7 @@ class Repository:
 
         try:
             check_channel(channel)
-            wanted_groups = tuple(sorted({check_board_id(g) for g in groups}))
+            wanted_groups = tuple(sorted({check_board_id(g).lower() for g in groups}))
             chip_id = None if chip is None else int(Chip.parse(chip))
         except ValueError as exc:
             raise RepositoryError(str(exc)) from exc

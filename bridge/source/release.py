@@ -143,8 +143,8 @@ class Release:
         return not self.groups
 
     def meant_for(self, board_id: str) -> bool:
-        """True when a board with ``board_id`` may be offered this release."""
-        return not self.groups or board_id in self.groups
+        """True when a board with ``board_id`` may be offered this release (board ids ignore case: MACs)."""
+        return not self.groups or board_id.lower() in {g.lower() for g in self.groups}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
