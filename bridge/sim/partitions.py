@@ -18,7 +18,7 @@ from enum import IntEnum
 
 from bridge.sim.flash import BLOCK_BYTES, SECTOR_BYTES
 
-__all__ = ["PARTITION_TABLE_OFFSET", "Partition", "PartitionTable", "PartitionType"]
+__all__ = ["PARTITION_TABLE_OFFSET", "Partition", "PartitionTable", "PartitionType", "parse_entries"]
 
 PARTITION_TABLE_OFFSET = 0x8000
 PARTITION_TABLE_BYTES = 0xC00
@@ -140,22 +140,32 @@ class PartitionTable:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PartitionTable:
-        """Parse a binary table; raises ``ValueError`` if it is not one or its MD5 does not match."""
-        parts: list[Partition] = []
-        position = 0
-        while position + _ENTRY.size <= len(raw):
-            chunk = raw[position : position + _ENTRY.size]
-            if chunk[:2] == _MD5_MAGIC:
-                if hashlib.md5(raw[:position], usedforsecurity=False).digest() != chunk[16:32]:
-                    raise ValueError("partition table MD5 mismatch")
-                break
-            if chunk[:2] != _MAGIC:
-                break
-            _magic, ptype, subtype, offset, size, label, _flags = _ENTRY.unpack(chunk)
-            parts.append(
-                Partition(label.rstrip(b"\0").decode(errors="replace"), PartitionType(ptype), subtype, offset, size)
-            )
-            position += _ENTRY.size
-        if not parts:
-            raise ValueError("no partition table")
-        return cls(tuple(parts))
+        """Parse a binary table of an OTA board; raises ``ValueError`` if it is not one or its MD5 is wrong."""
+        return cls(tuple(parse_entries(raw)))
+
+
+def parse_entries(raw: bytes) -> list[Partition]:
+    """The entries of a binary partition table, checking the MD5 entry (when present) before trusting any."""
+    chunks: list[bytes] = []
+    position = 0
+    while position + _ENTRY.size <= len(raw):
+        chunk = raw[position : position + _ENTRY.size]
+        if chunk[:2] == _MD5_MAGIC:
+            if hashlib.md5(raw[:position], usedforsecurity=False).digest() != chunk[16:32]:
+                raise ValueError("partition table MD5 mismatch")
+            break
+        if chunk[:2] != _MAGIC:
+            break
+        chunks.append(chunk)
+        position += _ENTRY.size
+    if not chunks:
+        raise ValueError("no partition table")
+    parts: list[Partition] = []
+    for chunk in chunks:
+        _magic, ptype, subtype, offset, size, label, _flags = _ENTRY.unpack(chunk)
+        try:
+            kind = PartitionType(ptype)
+        except ValueError as exc:
+            raise ValueError(f"partition entry {len(parts)} has unknown type {ptype:#x}") from exc
+        parts.append(Partition(label.rstrip(b"\0").decode(errors="replace"), kind, subtype, offset, size))
+    return parts

@@ -7,10 +7,9 @@ records data writes, with a few knobs to misbehave. End-to-end tests use ``bridg
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pytest
 from bumble import att
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Connection, Device
@@ -107,9 +106,3 @@ async def add_peripheral(
         advertising_data=bytes(advertising), auto_restart=True, advertising_interval_min=20, advertising_interval_max=20
     )
     return peripheral
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[VirtualWorld]:
-    async with VirtualWorld() as world:
-        yield world

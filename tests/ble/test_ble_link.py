@@ -9,7 +9,6 @@ import time
 
 import pytest
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
-from conftest import add_peripheral
 
 from bridge.ble import (
     BoardLink,
@@ -34,6 +33,8 @@ from bridge.errors import (
 )
 from bridge.sim.world import VirtualWorld
 from protocol.gatt import SERVICE_UUID
+
+from .peripheral import add_peripheral
 
 
 async def test_scan_lists_only_ota_boards_with_rssi_and_name(world: VirtualWorld) -> None:
