@@ -149,6 +149,10 @@ class BoardStatus:
         }
 
 
+def _label(board: str | BoardAdvert) -> str:
+    return board if isinstance(board, str) else board.address
+
+
 def exit_code_for_status(status: BoardStatus) -> int:
     """``bridge status``: 0 updated / no update, 3 outdated, 4 not connected."""
     if not status.connected:
@@ -220,6 +224,7 @@ class Bridge:
         self._own_source = source is None
         self._backend = backend
         self._own_backend = backend is None
+        self._names: dict[str, str] = {}  # address -> advertised name, from scans
         self.journal = journal or Journal(config.journal_file)
         self.last_bytes_sent = 0
         """Image bytes written over BLE by the latest sync/push (retransmissions included)."""
@@ -285,12 +290,17 @@ class Bridge:
 
         adverts = await scan(self.backend, timeout_s=timeout_s or self.config.scan_timeout_s)
         prefix = self.config.board_name_prefix
-        return [a for a in adverts if not prefix or (a.name or "").startswith(prefix)]
+        found = [a for a in adverts if not prefix or (a.name or "").startswith(prefix)]
+        self._names.update((a.address, a.name) for a in found if a.name)
+        return found
 
-    async def _session(self, board: str) -> BoardSession:
+    async def _session(self, board: str | BoardAdvert) -> BoardSession:
         from bridge.sync.session import BoardSession
 
-        return await BoardSession.open(board, backend=self.backend, config=self.config)
+        session = await BoardSession.open(board, backend=self.backend, config=self.config)
+        if session.link.name:
+            self._names[session.address] = session.link.name
+        return session
 
     def _identity(self, session: BoardSession) -> Any:
         from bridge.source import BoardIdentity
@@ -316,7 +326,7 @@ class Bridge:
     def _status_from(self, board: str, session: BoardSession, check: UpdateCheck | None) -> BoardStatus:
         from bridge.source import UpdateStatus
 
-        name = session.link.name or ""
+        name = session.link.name or (self._names.get(session.address, ""))
         if check is None:
             return BoardStatus(board, True, name, session.info, note="no update server configured")
         state = {
@@ -336,7 +346,7 @@ class Bridge:
             check=check,
         )
 
-    async def status(self, board: str) -> BoardStatus:
+    async def status(self, board: str | BoardAdvert) -> BoardStatus:
         """Connect to ``board`` (address or name), read its INFO and ask the server whether it is behind.
 
         A board that cannot be reached gives ``connected=False`` with the reason in ``error``; server problems
@@ -345,7 +355,8 @@ class Bridge:
         try:
             session = await self._session(board)
         except (BoardNotFoundError, TransportError) as exc:
-            return BoardStatus(board, False, error=exc.message)
+            name = board if isinstance(board, str) else board.name or ""
+            return BoardStatus(_label(board), False, name if name != _label(board) else "", error=exc.message)
         try:
             return self._status_from(session.address, session, await self._check(session))
         finally:
@@ -353,19 +364,19 @@ class Bridge:
 
     # -- updating -------------------------------------------------------------------------------------------
 
-    async def sync(self, board: str) -> AsyncIterator[SyncEvent]:
+    async def sync(self, board: str | BoardAdvert) -> AsyncIterator[SyncEvent]:
         """Bring ``board`` to the newest release meant for it: check, download, verify, upload, confirm.
 
         Yields :mod:`bridge.events` in order; the last one is :class:`UpToDate`, :class:`Confirmed` or
         :class:`RolledBack`. Raises a :class:`BridgeError` on failure (the board keeps its firmware).
         """
-        attempt = _Attempt(board)
+        attempt = _Attempt(_label(board))
         async for event in self._journaled(attempt, self._sync(board, attempt)):
             yield event
 
-    async def push(self, board: str, image_file: Path) -> AsyncIterator[SyncEvent]:
+    async def push(self, board: str | BoardAdvert, image_file: Path) -> AsyncIterator[SyncEvent]:
         """Install a local image file on ``board`` (validated and pre-flighted before any byte is written)."""
-        attempt = _Attempt(board)
+        attempt = _Attempt(_label(board))
         async for event in self._journaled(attempt, self._push(board, Path(image_file), attempt)):
             yield event
 
@@ -395,9 +406,9 @@ class Bridge:
             except OSError as exc:
                 logger.warning("could not write the journal %s: %s", self.journal.path, exc)
 
-    async def _sync(self, board: str, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
+    async def _sync(self, board: str | BoardAdvert, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
         source = self._require_source()
-        yield Checking(board)
+        yield Checking(_label(board))
         session = await self._session(board)
         try:
             attempt.board = session.address
@@ -480,11 +491,11 @@ class Bridge:
         async for event in installer.run(plan):
             yield event
 
-    async def _push(self, board: str, image_file: Path, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
+    async def _push(self, board: str | BoardAdvert, image_file: Path, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
         plan = await self._plan(image_file)  # refused here, before any connection, if it is not a valid app
         attempt.to_version, attempt.total, attempt.sha256 = plan.version, plan.image.size, plan.image.sha256
         attempt.project = plan.project
-        yield Checking(board)
+        yield Checking(_label(board))
         session = await self._session(board)
         try:
             attempt.board = session.address

@@ -121,7 +121,8 @@ async def demo_environment(workdir: Path, *, images: Path | None = None) -> Asyn
     """Repository + loopback server + virtual world + simulated board + bridge, all inside ``workdir``."""
     from bridge.image import Chip
     from bridge.repo import serve_repository
-    from bridge.sim import SimBoardConfig, VirtualWorld
+    from bridge.sim.config import SimBoardConfig
+    from bridge.sim.world import VirtualWorld
     from bridge.source import trust_server
 
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
@@ -139,6 +140,7 @@ async def demo_environment(workdir: Path, *, images: Path | None = None) -> Asyn
                     project=chosen.project,
                     initial_image=chosen.old,
                     ota_partition_bytes=0x180000,
+                    time_scale=1.0,  # ESP32 flash timing: the progress bar moves at a realistic pace
                 )
             )
             async with Bridge(config, backend=world.backend) as bridge:

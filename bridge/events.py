@@ -175,8 +175,12 @@ class Reconnecting(SyncEvent):
     resume_offset: int | None = None
     """During an upload: the last offset the board acknowledged."""
 
+    # ``max_attempts`` 0: bounded by time (waiting for a reboot), not by a count.
+
     def __str__(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
+        if not self.max_attempts:
+            return f"reconnecting to {self.board}{why}: attempt {self.attempt}"
         at = f", resuming near {_size(self.resume_offset)}" if self.resume_offset else ""
         return f"reconnecting to {self.board}{why}: attempt {self.attempt} of {self.max_attempts}{at}"
 
@@ -193,7 +197,7 @@ class Confirmed(SyncEvent):
     duration_s: float = 0.0
 
     def __str__(self) -> str:
-        state = f" ({self.rollback_state})" if self.rollback_state else ""
+        state = f", rollback state {self.rollback_state}" if self.rollback_state else ""
         return f"confirmed: {self.board} now runs {self.version}{state}"
 
 

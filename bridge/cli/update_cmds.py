@@ -13,10 +13,11 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
@@ -26,6 +27,9 @@ from bridge.config import BridgeConfig, default_config_file, load_config
 from bridge.errors import BoardNotFoundError, BridgeError, ExitCode, UsageError
 from bridge.events import Confirmed, Downloading, RolledBack, SyncEvent, Uploading, UpToDate, event_to_dict
 from bridge.journal import Journal
+
+if TYPE_CHECKING:
+    from bridge.ble import BoardAdvert
 
 __all__ = ["register"]
 
@@ -96,12 +100,18 @@ class EventPrinter:
 
     def _line(self, event: SyncEvent) -> None:
         style = {"confirmed": "bold green", "rolled_back": "bold red", "up_to_date": "green", "verified": "green"}
-        text = str(event)
-        if isinstance(event, Uploading) and event.resumed_from:
-            text += f", resumed from byte {event.resumed_from:,}"
+        if isinstance(event, Uploading):
+            text = f"uploading {event.total_bytes:,} bytes to {event.board}"
+            if event.resumed_from:
+                text += f", resuming at byte {event.resumed_from:,} (the board kept the rest)"
+        elif isinstance(event, Downloading):
+            text = f"downloading {event.total_bytes:,} bytes from the update server"
+        else:
+            text = str(event)
         if isinstance(event, Confirmed | RolledBack):
-            text += f" ({event.bytes_sent:,} bytes sent in {event.duration_s:.1f} s)"
+            text += f"; {event.bytes_sent:,} bytes sent in {event.duration_s:.1f} s"
         marker = style.get(event.kind)
+        text = escape(text)
         self._progress.console.print(f"[{marker}]{text}[/]" if marker else text, markup=True, soft_wrap=True)
 
 
@@ -138,28 +148,33 @@ def _exit(code: int) -> None:
         raise typer.Exit(code)
 
 
-def _status_row(status: BoardStatus) -> tuple[str, str, str, str, str]:
+def _status_row(status: BoardStatus) -> tuple[str, str, str, str]:
     if not status.connected:
-        return (status.board, status.name, "-", "not connected", status.error)
+        return (status.board, status.name, "-", "[red]not connected[/]")
     running = status.running_version or "?"
     if status.state is UpdateState.OUTDATED and status.available is not None:
-        state = f"[yellow]outdated[/]: {status.available.version} available"
+        state = f"[yellow]outdated[/]: {escape(status.available.version)} available"
     elif status.state is UpdateState.UPDATED:
         state = "[green]updated[/]"
     elif status.state is UpdateState.NO_UPDATE:
         state = "no update"
     else:
         state = "unknown"
-    return (status.board, status.name, running, state, status.note)
+    return (status.board, status.name, escape(running), state)
 
 
 def _print_status_table(statuses: list[BoardStatus]) -> None:
     table = Table(box=None, header_style="bold")
-    for column in ("board", "name", "running", "state", "note"):
+    for column in ("board", "name", "running", "state"):
         table.add_column(column)
     for status in statuses:
         table.add_row(*_status_row(status))
     console.print(table)
+    for status in statuses:
+        why = status.error if not status.connected else status.note
+        if why:
+            offline = " (offline: from the verified cache)" if status.offline else ""
+            console.print(f"  [dim]{escape(status.name or status.board)}:[/] {escape(why)}{offline}", soft_wrap=True)
 
 
 def _print_board_details(status: BoardStatus) -> None:
@@ -170,7 +185,7 @@ def _print_board_details(status: BoardStatus) -> None:
         console.print(f"  [dim]{key}:[/] {value}")
 
 
-async def _resolve_boards(bridge: Bridge, board: str | None, *, every: bool) -> list[str]:
+async def _resolve_boards(bridge: Bridge, board: str | None, *, every: bool) -> list[str | BoardAdvert]:
     """The boards a command works on: the one named, or every board the scan finds (``--all`` / none named)."""
     if board is not None:
         return [board]
@@ -180,7 +195,7 @@ async def _resolve_boards(bridge: Bridge, board: str | None, *, every: bool) -> 
     if len(adverts) > 1 and not every:
         names = ", ".join(f"{a.name or '?'} ({a.address})" for a in adverts)
         raise UsageError(f"{len(adverts)} boards found: {names}", hint="Name one board, or pass --all.")
-    return [a.address for a in adverts]
+    return list(adverts)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -227,7 +242,7 @@ def status_cmd(
     config = _config(ctx)
 
     async def job(bridge: Bridge) -> int:
-        targets = [board] if board else [a.address for a in await bridge.scan()]
+        targets: list[str | BoardAdvert] = [board] if board else list(await bridge.scan())
         if not targets:
             raise BoardNotFoundError("no board answered the scan")
         statuses = [await bridge.status(target) for target in targets]
@@ -480,31 +495,36 @@ async def _demo(folder: Path, images: Path | None) -> int:
     from bridge.demo import demo_environment
 
     console.print("[bold]bridge demo[/]: a simulated board, a local update server, no hardware, no network")
-    console.print(f"  working folder  {folder}")
+    console.print(f"  working folder  {folder}", soft_wrap=True)
     async with demo_environment(folder, images=images) as setup:
         chosen = setup.images
         kind = "real ESP-IDF images" if chosen.real else "built images"
-        console.print(f"  update server   {setup.url} (signed TUF repository in {folder / 'repo'})")
-        console.print(
+        for line in (
+            f"  update server   {setup.url} (a signed TUF repository in {folder / 'repo'})",
             f"  releases        {chosen.project} {chosen.old_version!r} (release 1) and {chosen.new_version!r} "
-            f"(release 2), {kind}"
-        )
-        console.print(
+            f"(release 2), {kind}",
             f"  board           {setup.board_name} ({setup.board}), a simulated ESP32-C3 on virtual Bluetooth LE, "
-            f"running {chosen.old_version!r}"
-        )
+            f"running {chosen.old_version!r}",
+        ):
+            console.print(escape(line), soft_wrap=True)
         bridge = setup.bridge
         console.print(f"\n[bold]$ bridge status {setup.board_name}[/]")
-        before = await bridge.status(setup.board)
+        before = await bridge.status(setup.board_name)
         _print_status_table([before])
         console.print(f"\n[bold]$ bridge sync {setup.board_name} --yes[/]")
         code, _result = await _sync_one(bridge, before, dry_run=False, yes=True, as_json=False)
         console.print(f"\n[bold]$ bridge status {setup.board_name}[/]")
-        after = await bridge.status(setup.board)
+        after = await bridge.status(setup.board_name)
         _print_status_table([after])
         if code == 0 and after.state is UpdateState.UPDATED:
             console.print(f"\n[green]done:[/] the board went from {chosen.old_version!r} to {after.running_version!r}.")
-            console.print("Journal of the attempt: `bridge log` (here it lived in the demo folder).")
+            for entry in bridge.log(limit=1):
+                console.print(
+                    f"journal ({bridge.journal.path}): {entry.result}, {entry.from_version} -> {entry.to_version}, "
+                    f"{entry.bytes_sent:,} bytes sent in {entry.duration_s:.1f} s",
+                    soft_wrap=True,
+                    markup=False,
+                )
             return 0
         err_console.print("[red]the demo did not end with an updated board[/]")
         return code or int(ExitCode.UPDATE_FAILED)
