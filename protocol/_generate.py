@@ -227,14 +227,14 @@ def _error_records() -> Iterator[dict[str, object]]:
         recovery = ERROR_RECOVERY[code][0]
         extra = {"code": int(code), "code_name": code.name, "recovery": recovery.value}
         if code is ErrorCode.OK:
-            yield _message_record("abort-ok", Abort(reason=code), **extra)
+            yield _message_record("abort-reason-ok", Abort(reason=code), **extra)
             continue
         retry = 60 if code in (ErrorCode.BUSY, ErrorCode.LOW_BATTERY, ErrorCode.DECLINED) else 0
         in_reply_to = replies.get(code, MessageType.BEGIN)
         message = Error(code=code, in_reply_to=in_reply_to, retry_after_s=retry, detail=code.name.lower())
         yield _message_record(f"error-{code.name.lower().replace('_', '-')}", message, **extra)
         if code in (ErrorCode.CANCELLED, ErrorCode.BRIDGE_ERROR, ErrorCode.TIMEOUT):
-            yield _message_record(f"abort-{code.name.lower().replace('_', '-')}", Abort(reason=code), **extra)
+            yield _message_record(f"abort-reason-{code.name.lower().replace('_', '-')}", Abort(reason=code), **extra)
 
 
 def _raw_control(message_type: int, body: bytes) -> bytes:
@@ -420,6 +420,7 @@ def _transcripts() -> Iterator[dict[str, object]]:
         yield {
             "name": name,
             "description": description,
+            "board": {key: value.name for key, value in board_args.items()},
             "max_write_bytes": max_write,
             "window_bytes": window,
             "ack_interval_bytes": window // 4,
@@ -458,6 +459,7 @@ def _update_request_transcript() -> dict[str, object]:
 
     to_board(bridge.send(Hello(features=DEFAULT_BRIDGE_FEATURES)))
     assert isinstance(bridge.next_event(), Info)
+    unsolicited = len(entries)
     to_bridge(board.conn.send(UpdateRequest()))
     assert isinstance(bridge.next_event(), UpdateRequest)
     to_board(bridge.send(UpdateAvailable(size=3000, secure_version=0, version="2.0.0")))
@@ -470,6 +472,7 @@ def _update_request_transcript() -> dict[str, object]:
         "name": "update-request",
         "description": "The board asks for an update; the bridge offers 2.0.0; the board accepts; the bridge "
         "sends BEGIN (then aborts, to keep the transcript short).",
+        "board": {},
         "max_write_bytes": 185,
         "window_bytes": 1024,
         "ack_interval_bytes": 256,
@@ -477,7 +480,9 @@ def _update_request_transcript() -> dict[str, object]:
         "image_sha256": hashlib.sha256(image).hexdigest(),
         "image": "transcript_image(size): byte i = (i * 31 + 7) mod 256, byte 0 = 0xE9",
         "outcome": {"committed": False, "error": "CANCELLED", "committed_sha256": None},
-        "sessions": [[_step(entry) for entry in entries]],
+        "sessions": [
+            [_step(entry) | ({"unsolicited": True} if i == unsolicited else {}) for i, entry in enumerate(entries)]
+        ],
     }
 
 

@@ -504,7 +504,7 @@ class BoardConnection(_Conversation):
 
     Args:
         max_notify_bytes: the negotiated ATT payload for notifications (MTU - 3); clamped to [20, 512].
-        features: what this board does (announced in INFO together with the bridge's).
+        features: what this board does; the INFO it sends must carry exactly these bits.
         min_version, max_version: protocol versions this board speaks.
         ack_interval_bytes: ACK after this many newly written bytes (default: window / 4).
     """
@@ -622,6 +622,10 @@ class BoardConnection(_Conversation):
             raise LocalProtocolError("ACK and NACK are produced by data_written/receive_data", code=ErrorCode.BAD_STATE)
         self._check_send(message)
         if isinstance(message, Info):
+            if message.features != self._features:
+                raise LocalProtocolError(
+                    f"INFO.features={message.features!r}, the connection was built with {self._features!r}"
+                )
             if message.protocol_version != self._negotiated_version:
                 raise LocalProtocolError(
                     f"INFO.protocol_version={message.protocol_version}, negotiated {self._negotiated_version}",
