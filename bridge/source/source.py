@@ -472,11 +472,14 @@ class UpdateSource:
                 f"{cap} allowed (SourceConfig.max_image_bytes)"
             )
         with self._lock, file_lock(self.path / ".lock"), self._translating(f"downloading {release.target_path}"):
+            refreshed = False
             if self._updater is None:
                 self._refresh_locked()
-            target = self._infos.get(release.target_path)
-            assert self._releases is not None
-            current = next((r for r in self._releases if r.target_path == release.target_path), None)
+                refreshed = True
+            target, current = self._lookup(release.target_path)
+            if (target is None or current is None) and not refreshed:
+                self._refresh_locked()  # the release may be newer than this source's last listing
+                target, current = self._lookup(release.target_path)
             if target is None or current is None:
                 raise ReleaseGoneError(f"{self.url} no longer lists release {release.version} of {release.project}")
             if (current.sha256, current.size, current.project, current.chip, current.version) != (
@@ -493,11 +496,27 @@ class UpdateSource:
                 raise DownloadTooLargeError(f"{release.target_path} is {target.length} bytes, more than {cap}")
             dest = self._image_path(current.sha256)
             if not _file_matches(dest, current.size, current.sha256):
-                self._download_image(current, target, dest, progress)
+                try:
+                    self._download_image(current, target, dest, progress)
+                except HTTPStatusError as exc:
+                    if exc.status_code not in (403, 404) or refreshed:
+                        raise
+                    # Listed when this source last refreshed, gone from the host now: pruned in between?
+                    self._refresh_locked()
+                    target, current = self._lookup(release.target_path)
+                    if target is None or current is None:
+                        raise ReleaseGoneError(
+                            f"{self.url} no longer lists release {release.version} of {release.project}"
+                        ) from exc
+                    self._download_image(current, target, dest, progress)
             elif progress is not None:
                 progress(current.size, current.size)
             self._write_record(current, target)
             return dest
+
+    def _lookup(self, target_path: str) -> tuple[TargetFile | None, Release | None]:
+        releases = self._releases or []
+        return self._infos.get(target_path), next((r for r in releases if r.target_path == target_path), None)
 
     def _download_image(self, release: Release, target: TargetFile, dest: Path, progress: Progress | None) -> None:
         url = f"{self.url}/targets/{self._remote_path(target)}"

@@ -16,6 +16,7 @@ from bridge.repo import Repository, serve_repository
 from bridge.source import (
     ExpiredMetadataError,
     NotTrustedError,
+    ReleaseGoneError,
     ServerUnreachableError,
     StaleCacheError,
     UpdateSource,
@@ -238,3 +239,19 @@ async def test_untrusted_server_and_http_errors_are_named(published: Published, 
     assert info.value.status_code == 404
     assert "/nothing-here/metadata/timestamp.json answered HTTP 404 Not Found" in info.value.message
     assert isinstance(info.value, DownloadError)
+
+
+async def test_download_of_a_release_listed_later_or_pruned_since(published: Published) -> None:
+    pub = published
+    first = pub.publish("1.0.0")
+    early = pub.source()
+    await early.refresh()
+    second = pub.publish("1.1.0")
+    later = pub.source()
+    assert (await later.latest_for(board("1.0.0"))) == second
+    # `early` listed only release 1; it refreshes once to find release 2.
+    assert (await early.download(second)).read_bytes() == pub.hosted(second).read_bytes()
+    pub.publish("1.2.0")
+    pub.repo.prune(keep=1)
+    with pytest.raises(ReleaseGoneError, match=r"no longer lists release 1\.0\.0 of blinky"):
+        await later.download(first)
