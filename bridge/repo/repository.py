@@ -18,6 +18,7 @@ tree is consistent at every moment (the timestamp still names the old snapshot u
 from __future__ import annotations
 
 import builtins
+import functools
 import hashlib
 import json
 import logging
@@ -26,12 +27,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, TargetFile, Targets  # type: ignore[attr-defined]
 
-from bridge.errors import RepositoryError
+from bridge.errors import BridgeError, RepositoryError
 from bridge.repo.keys import KEY_FILES, ROLE_KEYS, generate_keys, load_signer
 from bridge.repo.store import MetadataStore
 from bridge.source._fs import atomic_write, file_lock
@@ -67,6 +69,30 @@ def _now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _translated(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a damaged or unreadable repository into a RepositoryError naming the problem (never a traceback)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except BridgeError:
+            raise
+        except (tuf_exc.RepositoryError, ValueError, KeyError) as exc:
+            raise RepositoryError(
+                f"the repository metadata is damaged or inconsistent: {exc}",
+                hint="Restore public/metadata from a backup (or the web host), then run the command again.",
+            ) from exc
+        except OSError as exc:
+            raise RepositoryError(f"{exc.filename or 'the repository'}: {exc.strerror or exc}") from exc
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -242,6 +268,7 @@ class Repository:
         """``public/metadata/1.root.json``: the file bridges trust (`bridge trust URL --root ...`)."""
         return self.metadata_dir / "1.root.json"
 
+    @_translated
     def fingerprint(self) -> str:
         self._require()
         return root_fingerprint(self.root_path.read_bytes())
@@ -287,6 +314,7 @@ class Repository:
             yield self._read_config() or config
 
     # -- init --------------------------------------------------------------------------------------------------
+    @_translated
     def init(self, *, expiry: ExpiryPolicy | None = None) -> InitResult:
         """Create keys and the first signed metadata; return the root fingerprint bridges will trust."""
         expiry = expiry or ExpiryPolicy()
@@ -330,6 +358,7 @@ class Repository:
         assert isinstance(signed, Targets)
         return signed
 
+    @_translated
     def list(self) -> builtins.list[RepoEntry]:
         """Every staged and confirmed entry, by project, chip, channel, then newest release first."""
         self._require()
@@ -350,6 +379,7 @@ class Repository:
         return self.targets_dir / directory / f"{sha256}.{name}"
 
     # -- add ---------------------------------------------------------------------------------------------------
+    @_translated
     def add(self, image_path: Path | str, channel: str = "stable", notes: str = "") -> StagedRelease:
         """Validate an image, store it content-addressed in the served tree and stage it (unconfirmed).
 
@@ -431,6 +461,7 @@ class Repository:
         return entry
 
     # -- confirm -----------------------------------------------------------------------------------------------
+    @_translated
     def confirm(
         self,
         project: str,
@@ -550,6 +581,7 @@ class Repository:
         self.store.do_timestamp()
 
     # -- prune -------------------------------------------------------------------------------------------------
+    @_translated
     def prune(self, keep: int, dry_run: bool = False) -> builtins.list[PrunedRelease]:
         """Delete all but the ``keep`` newest confirmed releases of each project / chip / channel.
 
@@ -613,6 +645,7 @@ class Repository:
         return deleted
 
     # -- refresh -----------------------------------------------------------------------------------------------
+    @_translated
     def refresh(self) -> RefreshResult:
         """Re-sign the short-lived metadata: a new snapshot and timestamp, and targets when it would expire first.
 

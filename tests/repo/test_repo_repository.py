@@ -262,3 +262,13 @@ def test_not_a_repository(tmp_path: Path) -> None:
     with pytest.raises(RepositoryError, match="is not a firmware repository") as info:
         Repository(tmp_path).list()
     assert "bridge repo init" in info.value.hint
+
+
+def test_damaged_metadata_is_a_repository_error_not_a_traceback(repo: Repository, image: ImageMaker) -> None:
+    (repo.metadata_dir / "timestamp.json").write_text("{not json")
+    with pytest.raises(RepositoryError, match="damaged or inconsistent") as info:
+        repo.refresh()
+    assert "Restore public/metadata" in info.value.hint
+    repo.store.path_of("targets").write_text("[]")
+    with pytest.raises(RepositoryError, match="damaged or inconsistent"):
+        repo.add(image("1.0"))
