@@ -266,12 +266,22 @@ def _severity(code: int) -> int:
 async def _consume(
     events: AsyncIterator[SyncEvent], printer: EventPrinter, collected: list[dict[str, Any]]
 ) -> SyncEvent | None:
+    """Show every event; keep them for ``--json``, progress runs cut to their first and last event."""
     last: SyncEvent | None = None
+    held: SyncEvent | None = None  # the latest progress event not kept yet
     async for event in events:
         printer.show(event)
-        if not isinstance(event, type(last)) or event.kind not in {"downloading", "uploading"}:
+        progress = event.kind in {"downloading", "uploading"}
+        if progress and last is not None and last.kind == event.kind:
+            held = event
+        else:
+            if held is not None:
+                collected.append(event_to_dict(held))
+                held = None
             collected.append(event_to_dict(event))
         last = event
+    if held is not None:
+        collected.append(event_to_dict(held))
     return last
 
 
