@@ -167,6 +167,7 @@ class SimulatedBoard:
         self._restarting: asyncio.Task[None] | None = None
         self._closed = False
         self._update_committed = False
+        self._provisioned = False
 
     # ==========================================================================================================
     # Inspection (what tests assert on)
@@ -242,6 +243,7 @@ class SimulatedBoard:
     async def start(self) -> None:
         """Load or provision the flash, boot, and start advertising."""
         meta = self._load_state() if self.config.state_file is not None else None
+        self._provisioned = meta is None
         if meta is None:
             self._provision()
         address = hci.Address(meta["address"]) if meta and meta.get("address") else self.world.next_address()
@@ -310,10 +312,8 @@ class SimulatedBoard:
         await self._boot(initial=False)
 
     async def _drop_link(self, reason: int) -> None:
-        connection, self._connection = self._connection, None
-        self._conn = None
-        if self._sender_task is not None:
-            self._sender_task.cancel()
+        connection = self._connection
+        self._forget_link()
         if connection is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(connection.disconnect(reason), timeout=1.0)
@@ -358,8 +358,11 @@ class SimulatedBoard:
             result = self.ota.boot()
             self.boot_history.append(result)
             if result.partition is None:
+                reasons = "; ".join(result.skipped)
+                if initial and self._provisioned:
+                    raise ValueError(f"the initial image does not boot on this board: {reasons}")
                 self.bricked = True
-                logger.error("%s: no bootable app: %s", self.name, "; ".join(result.skipped))
+                logger.error("%s: no bootable app: %s", self.name, reasons)
                 await self._save_state()
                 return
             if result.rolled_back:
@@ -459,15 +462,24 @@ class SimulatedBoard:
             self._conn.set_max_notify_bytes(self._notify_bytes(connection))
 
     def _on_disconnection(self, connection: Connection, reason: int) -> None:
-        if connection is not self._connection:
-            return
         logger.debug("%s: link dropped (0x%02X)", self.name, reason)
+        if connection is self._connection:
+            self._forget_link()
+        if self._powered and not self._closed and self._connection is None:
+            self._spawn_detached(self._advertise())
+
+    def _forget_link(self) -> None:
+        """From now on the app ignores the current connection (its writes, its notifications)."""
         self._connection = None
         self._conn = None
         if self._sender_task is not None:
             self._sender_task.cancel()
-        if self._powered and not self._closed:
-            self._spawn_detached(self._advertise())
+
+    def _cut_link(self, connection: Connection, reason: int) -> None:
+        """Drop the link now, as a radio failure would: nothing queued on it is processed any more."""
+        if connection is self._connection:
+            self._forget_link()
+        self._spawn_detached(connection.disconnect(reason))
 
     def _spawn_detached(self, coro: Any) -> None:
         async def run() -> None:
@@ -491,10 +503,7 @@ class SimulatedBoard:
         stats.data_frames_received += 1
         stats.data_bytes_received += len(value)
         payload_bytes = max(0, len(value) - _DATA_OVERHEAD_BYTES)
-        if len(value) >= _DATA_HEADER_BYTES:
-            (offset,) = struct.unpack_from("<I", value)
-            stats.frames_by_offset[offset] += 1
-            stats.payload_by_offset[offset] = payload_bytes
+        offset = struct.unpack_from("<I", value)[0] if len(value) >= _DATA_HEADER_BYTES else None
         limit = faults.rx_buffer_bytes
         if limit is not None and self._rx_buffered + payload_bytes > limit:
             stats.frames_dropped_buffer_full += 1
@@ -507,6 +516,9 @@ class SimulatedBoard:
         if copies == 2:
             stats.frames_duplicated += 1
         for _ in range(copies):
+            if offset is not None:
+                stats.frames_by_offset[offset] += 1
+                stats.payload_by_offset[offset] = payload_bytes
             self._rx_buffered += payload_bytes
             self._inbox.put_nowait((connection, False, frame))
 
@@ -664,7 +676,8 @@ class SimulatedBoard:
                 self._fired_disconnects.add(offset)
                 self.stats.forced_disconnects += 1
                 logger.info("%s: fault: dropping the link at offset %d", self.name, offset)
-                self._spawn_detached(connection.disconnect(hci.HCI_CONNECTION_TIMEOUT_ERROR))
+                self._cut_link(connection, hci.HCI_CONNECTION_TIMEOUT_ERROR)
+                return
 
     async def _on_finish(self, conn: BoardConnection) -> None:
         transfer = self._transfer

@@ -125,5 +125,14 @@ class SimBoardConfig:
             raise ValueError(f"max_frame_bytes must be {MIN_DATAGRAM_BYTES}..{MAX_DATAGRAM_BYTES}")
         if self.time_scale < 0 or self.boot_time_s < 0 or self.self_test_s < 0:
             raise ValueError("time_scale, boot_time_s and self_test_s must be >= 0")
+        if (
+            self.anti_rollback
+            and self.initial_image is None
+            and self.initial_secure_version < self.efuse_secure_version
+        ):
+            raise ValueError(
+                f"initial_secure_version {self.initial_secure_version} is below efuse_secure_version "
+                f"{self.efuse_secure_version}: the bootloader would refuse the initial app"
+            )
         if not 0 <= self.reboot_delay_ms <= 0xFFFF:
             raise ValueError("reboot_delay_ms must fit a u16")
