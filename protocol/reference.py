@@ -55,7 +55,7 @@ from protocol.messages import (
 )
 from protocol.state import State
 
-__all__ = ["Faults", "Link", "ReferenceBoard", "Trace", "TraceEntry", "UpdateOutcome", "run_update"]
+__all__ = ["Faults", "Link", "ReferenceBoard", "Trace", "TraceEntry", "UpdateOutcome", "default_info", "run_update"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ class ReferenceBoard:
         self.resume_sha256: bytes | None = None
         self.verified = False
         self.committed_sha256: bytes | None = None
+        #: The bytes that were in flash when COMMIT made them the boot image.
+        self.committed_image: bytes | None = None
         self.reboots = 0
         self.pending_writes: deque[DataReceived] = deque()
         self.conn = BoardConnection(features=self.info.features)
@@ -179,6 +181,7 @@ class ReferenceBoard:
             return conn.send(FinishOk(sha256=digest))
         if isinstance(event, Commit):
             self.committed_sha256 = self.resume_sha256
+            self.committed_image = bytes(self.flash)
             self._discard()
             return conn.send(CommitOk())
         if isinstance(event, Reboot):
