@@ -18,7 +18,8 @@ Flow control (go-back-N with a byte window):
 * A NACK moves the bridge's ``send_offset`` back (or forward) to the board's expected offset. It is *not* a
   credit: the window still counts from the last ACK, because received is not written.
 * If the bridge cannot send and hears nothing for ``timeout_s``, ``handle_timeout`` writes a SYNC; the board
-  answers NACK(expected, REQUESTED) and clears its NACK suppression. ``MAX_SYNC_ATTEMPTS`` silent timeouts in a
+  answers ACK(written) if it has written more than it last acked (the ACK may have been lost), then
+  NACK(expected, REQUESTED), and clears its NACK suppression. ``MAX_SYNC_ATTEMPTS`` silent timeouts in a
   row end the connection with ``RemoteProtocolError(code=TIMEOUT)``.
 
 Errors: every problem the bridge finds in the board's messages is fatal (state ERROR; reconnect and resume).
@@ -766,6 +767,10 @@ class BoardConnection(_Conversation):
             self._begin = message
             self._window_bytes = 0
         elif isinstance(message, Sync):
+            # The bridge is stuck: repeat the credit it may have missed (a lost ACK), then say where to resume.
+            if self._written_offset > self._last_acked:
+                self._last_acked = self._written_offset
+                self._queue(Ack(next_offset=self._written_offset))
             self._nack_outstanding = False
             self._queue(Nack(next_offset=self._received_offset, reason=NackReason.REQUESTED))
             return

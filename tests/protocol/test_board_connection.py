@@ -367,3 +367,15 @@ def test_info_is_remembered_and_typed() -> None:
     assert isinstance(board.hello, Hello)
     assert board.features & Feature.RESUME
     assert isinstance(default_info(), Info)
+
+
+def test_sync_repeats_a_missed_ack_before_the_nack() -> None:
+    board = receiving(window=1000, ack_interval=10_000)  # never reaches the interval by itself
+    board.receive_data(frame(0))
+    board.receive_data(frame(100))
+    for event in events(board):
+        assert board.data_written(event.end) == []  # type: ignore[union-attr]
+    board.receive_control(encode_message(Sync()))
+    assert replies(board) == [Ack(next_offset=200), Nack(next_offset=200, reason=NackReason.REQUESTED)]
+    board.receive_control(encode_message(Sync()))
+    assert replies(board) == [Nack(next_offset=200, reason=NackReason.REQUESTED)]

@@ -344,3 +344,22 @@ def test_a_complete_transfer_with_the_board() -> None:
                 pipe(board.data_written(event.end), bridge)
         events(bridge)
     assert flash == IMAGE
+
+
+def test_lost_final_ack_is_recovered_by_one_sync() -> None:
+    bridge, board = in_transfer(window=len(IMAGE))
+    while (frame := bridge.next_data_frame(IMAGE)) is not None:
+        board.receive_data(frame)
+    lost: list[bytes] = []
+    for event in events(board):
+        lost += board.data_written(event.end)  # type: ignore[union-attr]
+    assert lost == [encode_message(Ack(next_offset=len(IMAGE)))]  # the only ACK: lost on the way
+    assert not bridge.transfer_complete
+    pipe(bridge.handle_timeout(), board)
+    pipe(board.data_to_send(), bridge)
+    assert events(bridge) == [
+        Ack(next_offset=len(IMAGE)),
+        Nack(next_offset=len(IMAGE), reason=NackReason.REQUESTED),
+    ]
+    assert bridge.transfer_complete
+    bridge.send(Finish())
