@@ -50,7 +50,6 @@ __all__ = ["FetchFailed", "FetchHTTPError", "HttpxFetcher", "translate_httpx_err
 
 logger = logging.getLogger(__name__)
 
-CHUNK_BYTES = 64 * 1024
 #: RFC 9110 8.8.2.2: a Last-Modified less than this before the response's Date is a weak validator.
 _STRONG_VALIDATOR_AGE_S = 2.0
 _CONDITIONAL_MAX_BYTES = 64 * 1024
@@ -209,7 +208,7 @@ class HttpxFetcher(FetcherInterface):
         kept: list[bytes] | None = [] if on_complete is not None else None
         kept_bytes = 0
         try:
-            for chunk in response.iter_bytes(CHUNK_BYTES):
+            for chunk in response.iter_bytes():
                 if time.monotonic() > deadline:
                     raise FetchFailed(ServerTimeoutError(f"{url} took longer than {self._deadline_s:g} s to download"))
                 if kept is not None:
@@ -313,7 +312,7 @@ class HttpxFetcher(FetcherInterface):
                 raise http_status_error(url, response.status_code)
             part.parent.mkdir(parents=True, exist_ok=True)
             with open(part, mode) as handle:
-                for chunk in response.iter_bytes(CHUNK_BYTES):
+                for chunk in response.iter_bytes():
                     if offset + len(chunk) > length:
                         handle.close()
                         part.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -243,3 +244,71 @@ async def test_tls_failures_are_named(published: Published, tls_server: str, tmp
     trust_server(plain_as_tls, published.repo.root_path.read_bytes(), data_dir=data)
     with UpdateSource(plain_as_tls, data_dir=data) as source, pytest.raises(TLSError):
         await source.refresh()
+
+
+@pytest.fixture
+def slow_server() -> Iterator[tuple[str, threading.Event]]:
+    """A loopback server: silent under /silent/, 404 for root files, timestamp.json one byte every 0.1 s."""
+    import socket
+
+    stop = threading.Event()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.settimeout(0.1)
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            request = conn.recv(4096)
+            if b"/silent/" in request:
+                stop.wait(5)
+                return
+            if b"root.json" in request:
+                conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                return
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+            for _ in range(1000):
+                if stop.wait(0.1):
+                    return
+                try:
+                    conn.sendall(b" ")
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", stop
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+async def test_silent_and_trickling_servers_time_out(
+    published: Published, slow_server: tuple[str, threading.Event], tmp_path: Path
+) -> None:
+    url, _ = slow_server
+    data = tmp_path / "slow"
+    trust_server(url, published.repo.root_path.read_bytes(), data_dir=data)
+    from bridge.source import ServerTimeoutError, SourceConfig
+
+    silent_url = f"{url}/silent"
+    trust_server(silent_url, published.repo.root_path.read_bytes(), data_dir=data)
+    silent = UpdateSource(silent_url, data_dir=data, config=SourceConfig(timeout_s=0.3))
+    with silent, pytest.raises(ServerTimeoutError, match=r"did not answer within 0\.3 s"):
+        await silent.refresh()
+    # timestamp.json arrives one byte per 0.1 s: never silent for 0.3 s, but slower than the overall deadline.
+    trickle = UpdateSource(url, data_dir=data, config=SourceConfig(timeout_s=0.3, transfer_deadline_s=0.5))
+    started = time.monotonic()
+    with trickle, pytest.raises(ServerTimeoutError, match=r"took longer than 0\.5 s"):
+        await trickle.refresh()
+    assert time.monotonic() - started < 3
