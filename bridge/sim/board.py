@@ -1,21 +1,17 @@
 """A simulated ESP32 board: a Bumble GATT server running the protocol's board role over the ESP-IDF OTA model.
 
-Theory of operation
--------------------
-The GATT write callbacks only enqueue (Bumble runs each ATT write in its own task, so anything slower could
-reorder frames; ``notes/ble-testing-with-bumble.md`` 8.4). Three tasks do the work:
+This module is the hardware: radio (a Bumble device on the world's link), GATT, flash, eFuses, reset and power.
+The firmware, the OTA app that speaks the protocol, is :mod:`bridge.sim.firmware`.
 
-* the *worker* feeds control and data writes to :class:`protocol.BoardConnection` in arrival order and acts on its
-  events (HELLO -> INFO, BEGIN -> ``esp_ota_begin``, FINISH -> SHA-256 + ``esp_ota_end``, COMMIT ->
-  ``esp_ota_set_boot_partition``, REBOOT -> restart);
-* the *writer* drains received image bytes (the board's RAM buffer, bounded by the window) into flash through
-  ``esp_ota_write`` and reports progress with ``data_written``, which produces the ACKs: an ACK means "in flash";
-* the *sender* sends notifications of the current connection in the order the protocol produced them.
+The GATT write callbacks only apply the radio-level fault knobs (drop, duplicate, corrupt, full buffer), count,
+and enqueue for the app: Bumble runs each ATT write in its own task, so anything slower could reorder frames
+(``notes/ble-testing-with-bumble.md`` 8.4). A *sender* task sends the notifications of the current connection in
+the order the protocol produced them.
 
-A transfer (its BEGIN and open OTA handle) outlives the connection, so BEGIN with the same SHA-256 resumes from
-the flash write offset; a reboot or a power cut loses it, as RAM would. Boot goes through
-:meth:`bridge.sim.esp_ota.EspOta.boot` (the bootloader's choice, rollback, anti-rollback), then the app's
-self-test, then advertising. With a ``state_file`` the flash and eFuse persist across processes.
+Boot goes through :meth:`bridge.sim.esp_ota.EspOta.boot` (the bootloader's choice, rollback, anti-rollback), then
+the new app's self-test (``SelfTest``), then advertising, ``boot_time_s`` after the reset. A reset or power cut
+loses RAM (the app's transfer) and drops the link. With a ``state_file`` the flash and eFuse persist across
+processes (:mod:`bridge.sim.state`).
 """
 
 from __future__ import annotations
@@ -24,12 +20,9 @@ import asyncio
 import collections
 import contextlib
 import hashlib
-import json
 import logging
-import os
 import struct
-import tempfile
-import zlib
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,36 +34,13 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 
 from bridge.image import Chip, build_image
 from bridge.sim.config import SelfTest, SimBoardConfig, SimFaults
-from bridge.sim.esp_ota import BootResult, Efuse, EspErr, EspOta, EspOtaError, OtaImgState, OtaUpdate
+from bridge.sim.esp_ota import BootResult, Efuse, EspOta, OtaImgState
+from bridge.sim.firmware import DATA_HEADER_BYTES, DATA_OVERHEAD_BYTES, OtaApp
 from bridge.sim.flash import EmulatedFlash
-from bridge.sim.partitions import PARTITION_TABLE_OFFSET, PartitionTable
-from protocol import (
-    Abort,
-    Begin,
-    BeginFlags,
-    BeginOk,
-    BoardConnection,
-    Commit,
-    CommitOk,
-    DataReceived,
-    Error,
-    ErrorCode,
-    Feature,
-    Finish,
-    FinishOk,
-    Hello,
-    Info,
-    MessageType,
-    Reboot,
-    RebootOk,
-    RemoteProtocolError,
-    RollbackState,
-    State,
-    UpdateResult,
-    encode_message,
-)
+from bridge.sim.partitions import PARTITION_TABLE_BYTES, PARTITION_TABLE_OFFSET, PartitionTable
+from bridge.sim.state import BoardState, load_state, save_state
+from protocol import BoardConnection, UpdateResult
 from protocol.gatt import CONTROL_UUID, DATA_UUID, SERVICE_UUID
-from protocol.messages import Ack
 
 if TYPE_CHECKING:
     from bridge.sim.world import VirtualWorld
@@ -78,11 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["BoardStats", "SimulatedBoard"]
 
 logger = logging.getLogger(__name__)
-
-_STATE_MAGIC = b"OTABSIM1"
-_DATA_HEADER_BYTES = 4
-_DATA_OVERHEAD_BYTES = 6
-_WRITE_CHUNK_BYTES = 4096
 
 
 @dataclass
@@ -110,16 +75,6 @@ class BoardStats:
     def resent_bytes(self) -> int:
         """Payload bytes that arrived more than once (retransmissions after a NACK or a reconnect)."""
         return sum((count - 1) * self.payload_by_offset[offset] for offset, count in self.frames_by_offset.items())
-
-
-@dataclass
-class _Transfer:
-    """The RAM state of one image transfer (lost on reset)."""
-
-    begin: Begin
-    update: OtaUpdate
-    verified: bool = False
-    early_checked: bool = False
 
 
 class SimulatedBoard:
@@ -152,22 +107,15 @@ class SimulatedBoard:
         self._control: Characteristic[bytes] | None = None
         self._connection: Connection | None = None
         self._conn: BoardConnection | None = None
-        self._transfer: _Transfer | None = None
-        self._inbox: asyncio.Queue[tuple[Connection, bool, bytes]] = asyncio.Queue()
-        self._write_queue: asyncio.Queue[DataReceived | None] = asyncio.Queue()
         self._outbox: asyncio.Queue[bytes] = asyncio.Queue()
-        self._rx_buffered = 0
-        self._fired_disconnects: set[int] = set()
-        self._power_loss_fired = False
         self._powered = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._worker_task: asyncio.Task[None] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
         self._sender_task: asyncio.Task[None] | None = None
         self._restarting: asyncio.Task[None] | None = None
         self._closed = False
         self._update_committed = False
         self._provisioned = False
+        self.app = OtaApp(self)
 
     # ==========================================================================================================
     # Inspection (what tests assert on)
@@ -219,14 +167,14 @@ class SimulatedBoard:
     @property
     def transfer_offset(self) -> int:
         """Image bytes of the current transfer already in flash (0 when none)."""
-        return self._transfer.update.written if self._transfer is not None else 0
+        transfer = self.app.transfer
+        return transfer.update.written if transfer is not None else 0
 
     def set_faults(self, faults: SimFaults) -> None:
         """Change the fault knobs from now on (offset-triggered faults may fire again)."""
         self.faults = faults
         self.flash.timing = self._timing()
-        self._fired_disconnects.clear()
-        self._power_loss_fired = False
+        self.app.rearm_faults()
 
     def _timing(self) -> Any:
         timing = self.config.flash_timing
@@ -242,11 +190,13 @@ class SimulatedBoard:
 
     async def start(self) -> None:
         """Load or provision the flash, boot, and start advertising."""
-        meta = self._load_state() if self.config.state_file is not None else None
-        self._provisioned = meta is None
-        if meta is None:
+        saved = load_state(self.config.state_file) if self.config.state_file is not None else None
+        self._provisioned = saved is None
+        if saved is None:
             self._provision()
-        address = hci.Address(meta["address"]) if meta and meta.get("address") else self.world.next_address()
+        else:
+            self._restore(saved)
+        address = hci.Address(saved.address) if saved is not None else self.world.next_address()
         self.address = str(address.to_string(with_type_qualifier=False))
         if not self.board_id:
             self.board_id = bytes(reversed(address.address_bytes))
@@ -284,7 +234,7 @@ class SimulatedBoard:
     async def power_cut(self) -> None:
         """Power loss now: nothing more is sent or written; the board boots again after ``boot_time_s``."""
         self.stats.power_losses += 1
-        if self._transfer is not None:
+        if self.app.transfer is not None:
             self.last_update_result = UpdateResult.INTERRUPTED
         await self._restart("power loss", reason=hci.HCI_CONNECTION_TIMEOUT_ERROR)
 
@@ -297,12 +247,8 @@ class SimulatedBoard:
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
-        self._transfer = None
+        self.app.reset()
         self.ota.close()
-        # RAM is gone: queued writes, buffered frames.
-        self._inbox = asyncio.Queue()
-        self._write_queue = asyncio.Queue()
-        self._rx_buffered = 0
         await self._drop_link(reason)
         assert self.device is not None
         with contextlib.suppress(Exception):
@@ -332,6 +278,43 @@ class SimulatedBoard:
     # ==========================================================================================================
     # Flash contents, boot and the app's first moments
     # ==========================================================================================================
+
+    def _restore(self, saved: BoardState) -> None:
+        """Power on with the flash and eFuses of a saved board."""
+        self.chip = Chip(saved.chip_id)
+        self.flash = EmulatedFlash(
+            len(saved.flash), timing=self._timing(), time_scale=self.config.time_scale, contents=saved.flash
+        )
+        self.table = PartitionTable.from_bytes(self.flash.read(PARTITION_TABLE_OFFSET, PARTITION_TABLE_BYTES))
+        self.efuse = Efuse(saved.efuse_secure_version, capacity=32 if self.chip is Chip.ESP32 else 16)
+        self.ota = EspOta(
+            self.flash,
+            self.table,
+            self.efuse,
+            rollback_enabled=self.config.rollback_enabled,
+            anti_rollback=self.config.anti_rollback,
+        )
+        self.board_id = self.config.board_id or saved.board_id
+        self.name = self.config.name or saved.name
+        self.last_update_result = UpdateResult(saved.last_update_result)
+        self._update_committed = saved.update_committed
+        logger.info("%s: state loaded from %s", self.name, self.config.state_file)
+
+    async def _save_state(self) -> None:
+        path = self.config.state_file
+        if path is None or not self.address:
+            return
+        state = BoardState(
+            flash=self.flash.snapshot(),
+            chip_id=int(self.chip),
+            efuse_secure_version=self.efuse.secure_version,
+            board_id=self.board_id,
+            name=self.name,
+            address=self.address,
+            last_update_result=int(self.last_update_result),
+            update_committed=self._update_committed,
+        )
+        await asyncio.to_thread(save_state, path, state)
 
     def _provision(self) -> None:
         """``idf.py flash``: partition table at 0x8000, the initial app in ota_0, otadata erased."""
@@ -386,8 +369,7 @@ class SimulatedBoard:
         self._update_committed = False
         await self._save_state()
         self._powered = True
-        self._spawn(self._worker(), "worker")
-        self._spawn(self._writer(), "writer")
+        self.app.start()
         await self._advertise()
         self.booted.set()
         logger.info(
@@ -444,7 +426,7 @@ class SimulatedBoard:
         self._connection = connection
         self._conn = BoardConnection(
             max_notify_bytes=self._notify_bytes(connection),
-            features=self._features(),
+            features=self.app.features(),
             ack_interval_bytes=self.config.ack_interval_bytes,
         )
         connection.on(Connection.EVENT_DISCONNECTION, lambda reason: self._on_disconnection(connection, reason))
@@ -490,7 +472,7 @@ class SimulatedBoard:
 
     def _on_control_write(self, connection: Connection, value: bytes) -> None:
         if self._powered and connection is self._connection:
-            self._inbox.put_nowait((connection, True, bytes(value)))
+            self.app.deliver_control(connection, bytes(value))
 
     def _on_data_write(self, connection: Connection, value: bytes) -> None:
         if not self._powered or connection is not self._connection:
@@ -502,16 +484,14 @@ class SimulatedBoard:
             return
         stats.data_frames_received += 1
         stats.data_bytes_received += len(value)
-        payload_bytes = max(0, len(value) - _DATA_OVERHEAD_BYTES)
-        offset = struct.unpack_from("<I", value)[0] if len(value) >= _DATA_HEADER_BYTES else None
-        limit = faults.rx_buffer_bytes
-        if limit is not None and self._rx_buffered + payload_bytes > limit:
-            stats.frames_dropped_buffer_full += 1
-            return
+        payload_bytes = max(0, len(value) - DATA_OVERHEAD_BYTES)
+        offset = struct.unpack_from("<I", value)[0] if len(value) >= DATA_HEADER_BYTES else None
         frame = bytes(value)
-        if number in faults.corrupt_frames and len(frame) > _DATA_OVERHEAD_BYTES:
+        if number in faults.corrupt_frames and len(frame) > DATA_OVERHEAD_BYTES:
             stats.frames_corrupted += 1
-            frame = frame[:_DATA_HEADER_BYTES] + bytes([frame[_DATA_HEADER_BYTES] ^ 0x01]) + frame[5:]
+            frame = (
+                frame[:DATA_HEADER_BYTES] + bytes([frame[DATA_HEADER_BYTES] ^ 0x01]) + frame[DATA_HEADER_BYTES + 1 :]
+            )
         copies = 2 if number in faults.duplicate_frames else 1
         if copies == 2:
             stats.frames_duplicated += 1
@@ -519,8 +499,8 @@ class SimulatedBoard:
             if offset is not None:
                 stats.frames_by_offset[offset] += 1
                 stats.payload_by_offset[offset] = payload_bytes
-            self._rx_buffered += payload_bytes
-            self._inbox.put_nowait((connection, False, frame))
+            if not self.app.deliver_data(connection, frame, payload_bytes):
+                stats.frames_dropped_buffer_full += 1
 
     # ==========================================================================================================
     # The worker: protocol events
@@ -542,361 +522,10 @@ class SimulatedBoard:
                 logger.debug("%s: notification lost: %s", self.name, exc)
                 return
 
-    async def _worker(self) -> None:
-        while True:
-            connection, is_control, value = await self._inbox.get()
-            conn = self._conn
-            if not is_control:
-                self._rx_buffered -= max(0, len(value) - _DATA_OVERHEAD_BYTES)
-            if conn is None or connection is not self._connection:
-                continue
-            if is_control:
-                conn.receive_control(value)
-            else:
-                conn.receive_data(value)
-            self._notify(conn.data_to_send())
-            await self._drain_events(conn, connection)
+    def schedule_restart(self, restart: Coroutine[Any, Any, None]) -> None:
+        """Run a reboot or power cut outside the app's tasks (the restart cancels them)."""
+        self._restarting = asyncio.get_running_loop().create_task(restart)
 
-    async def _drain_events(self, conn: BoardConnection, connection: Connection) -> None:
-        while True:
-            try:
-                event = conn.next_event()
-            except RemoteProtocolError as exc:
-                logger.info("%s: the bridge broke the protocol: %s", self.name, exc)
-                self._notify(conn.data_to_send())
-                if conn.state is State.ERROR:
-                    self._spawn_detached(connection.disconnect())
-                continue
-            if event is None:
-                return
-            if isinstance(event, DataReceived):
-                self._on_data(event, connection)
-            elif isinstance(event, Hello):
-                self._notify(conn.send(self._info(conn)))
-            elif isinstance(event, Begin):
-                await self._on_begin(conn, event)
-            elif isinstance(event, Finish):
-                await self._on_finish(conn)
-            elif isinstance(event, Commit):
-                self._on_commit(conn)
-            elif isinstance(event, Reboot):
-                self._notify(conn.send(RebootOk(delay_ms=self.config.reboot_delay_ms)))
-                self._restarting = asyncio.get_running_loop().create_task(self._reboot_after_ok())
-            elif isinstance(event, Abort):
-                self._discard_transfer(UpdateResult.ABORTED)
-            # UpdateAvailable / NoUpdate: this board never sends UPDATE_REQUEST (feature not announced).
-
-    def _features(self) -> Feature:
-        features = self.config.features
-        if not self.config.rollback_enabled:
-            features &= ~Feature.APP_ROLLBACK
-        if not self.config.anti_rollback:
-            features &= ~Feature.ANTI_ROLLBACK
-        return features & ~Feature.UPDATE_REQUEST & ~Feature.SIGNATURE
-
-    def _info(self, conn: BoardConnection) -> Info:
-        info = self.ota.running_info
-        app = info.app if info is not None else None
-        state = self.rollback_state
-        next_slot = self.ota.next_update_partition()
-        return Info(
-            protocol_version=conn.negotiated_version or 1,
-            features=self._features(),
-            chip_id=int(self.chip),
-            chip_revision=self.config.chip_revision,
-            window_bytes=self.config.window_bytes,
-            max_frame_bytes=self.config.max_frame_bytes,
-            erase_strategy=self.config.erase_strategy,
-            secure_version=self.efuse.secure_version,
-            rollback_state=RollbackState.UNDEFINED if state is OtaImgState.UNDEFINED else RollbackState(int(state)),
-            last_update_result=self.last_update_result,
-            next_partition_size=next_slot.size,
-            elf_sha256=bytes.fromhex(app.elf_sha256) if app is not None else bytes(32),
-            board_id=self.board_id,
-            project=_clip(self.running_project, 32),
-            running_version=_clip(self.running_version, 32),
-            running_partition=self.running_partition,
-            next_partition=next_slot.label,
-        )
-
-    def _refuse(self, conn: BoardConnection, code: ErrorCode, detail: str, in_reply_to: MessageType | None) -> None:
-        what = in_reply_to.name if in_reply_to is not None else "the transfer"
-        logger.info("%s: refusing %s: %s (%s)", self.name, what, code.name, detail)
-        self._notify(conn.send(Error(code=code, in_reply_to=in_reply_to, detail=_clip(detail, 64))))
-
-    async def _on_begin(self, conn: BoardConnection, begin: Begin) -> None:
-        next_slot = self.ota.next_update_partition()
-        efuse = self.efuse.secure_version
-        running_project = self.running_project
-        if self.config.rollback_enabled and self.rollback_state is OtaImgState.PENDING_VERIFY:
-            return self._refuse(conn, ErrorCode.ROLLBACK_PENDING, "running app not confirmed", MessageType.BEGIN)
-        if begin.size > next_slot.size:
-            detail = f"{begin.size} > {next_slot.label} {next_slot.size}"
-            return self._refuse(conn, ErrorCode.TOO_LARGE, detail, MessageType.BEGIN)
-        if self.config.check_project and begin.project and running_project and begin.project != running_project:
-            detail = f"board runs {running_project}"
-            return self._refuse(conn, ErrorCode.PROJECT_MISMATCH, detail, MessageType.BEGIN)
-        if self.config.anti_rollback and begin.secure_version < efuse:
-            detail = f"secure_version {begin.secure_version} < {efuse}"
-            return self._refuse(conn, ErrorCode.SECURE_VERSION_TOO_LOW, detail, MessageType.BEGIN)
-        if begin.sha256.hex() == self.running_sha256:
-            return self._refuse(conn, ErrorCode.ALREADY_INSTALLED, "this image is running", MessageType.BEGIN)
-        transfer = self._transfer
-        resumable = (
-            transfer is not None
-            and not transfer.update.closed
-            and transfer.begin.sha256 == begin.sha256
-            and transfer.begin.size == begin.size
-            and not begin.flags & BeginFlags.RESTART
-            and conn.features & Feature.RESUME
-        )
-        if resumable and transfer is not None:
-            await self._drain_writer()
-            offset = transfer.update.written
-            transfer.verified = False
-            logger.info("%s: resuming %s at %d", self.name, begin.sha256.hex()[:12], offset)
-        else:
-            self._discard_transfer(None)
-            try:
-                update = await self.ota.begin(next_slot, begin.size, self.config.erase_strategy)
-            except EspOtaError as exc:
-                return self._refuse(conn, _error_code(exc), exc.message, MessageType.BEGIN)
-            self._transfer = _Transfer(begin=begin, update=update)
-            offset = 0
-        self._notify(conn.send(BeginOk(offset=offset, window_bytes=self.config.window_bytes)))
-
-    def _on_data(self, event: DataReceived, connection: Connection) -> None:
-        if self._transfer is None:
-            return
-        self.stats.image_bytes_accepted += len(event.data)
-        self._rx_buffered += len(event.data)
-        self._write_queue.put_nowait(event)
-        for offset in self.faults.disconnect_at_offsets:
-            if offset not in self._fired_disconnects and event.offset <= offset < event.end:
-                self._fired_disconnects.add(offset)
-                self.stats.forced_disconnects += 1
-                logger.info("%s: fault: dropping the link at offset %d", self.name, offset)
-                self._cut_link(connection, hci.HCI_CONNECTION_TIMEOUT_ERROR)
-                return
-
-    async def _on_finish(self, conn: BoardConnection) -> None:
-        transfer = self._transfer
-        if transfer is None:
-            return self._refuse(conn, ErrorCode.INCOMPLETE, "no transfer", MessageType.FINISH)
-        await self._drain_writer()
-        update = transfer.update
-        written = self.flash.read(update.partition.offset, update.written)
-        if hashlib.sha256(written).digest() != transfer.begin.sha256:
-            self._discard_transfer(UpdateResult.FAILED)
-            return self._refuse(
-                conn, ErrorCode.HASH_MISMATCH, "SHA-256 of the written image differs", MessageType.FINISH
-            )
-        try:
-            info = await update.end()
-        except EspOtaError as exc:
-            self._discard_transfer(UpdateResult.FAILED)
-            return self._refuse(conn, ErrorCode.INVALID_IMAGE, exc.message, MessageType.FINISH)
-        if info.chip_id != int(self.chip):
-            self._discard_transfer(UpdateResult.FAILED)
-            detail = f"image for chip id {info.chip_id}"
-            return self._refuse(conn, ErrorCode.CHIP_MISMATCH, detail, MessageType.FINISH)
-        transfer.verified = True
-        self._notify(conn.send(FinishOk(sha256=transfer.begin.sha256)))
-
-    def _on_commit(self, conn: BoardConnection) -> None:
-        transfer = self._transfer
-        if transfer is None or not transfer.verified:
-            return self._refuse(conn, ErrorCode.BAD_STATE, "nothing verified to commit", MessageType.COMMIT)
-        try:
-            self.ota.set_boot_partition(transfer.update.partition)
-        except EspOtaError as exc:
-            code = (
-                ErrorCode.SECURE_VERSION_TOO_LOW
-                if exc.code is EspErr.ESP_ERR_OTA_SMALL_SEC_VER
-                else ErrorCode.BOOT_PARTITION_FAILED
-            )
-            return self._refuse(conn, code, exc.message, MessageType.COMMIT)
-        self._transfer = None
-        self._update_committed = True
-        self._spawn_detached(self._save_state())
-        self._notify(conn.send(CommitOk()))
-
-    async def _reboot_after_ok(self) -> None:
+    async def reboot_after_ok(self) -> None:
         await asyncio.sleep(self.config.reboot_delay_ms / 1000)
         await self._restart("reboot on request", reason=hci.HCI_REMOTE_USER_TERMINATED_CONNECTION_ERROR)
-
-    def _discard_transfer(self, result: UpdateResult | None) -> None:
-        transfer, self._transfer = self._transfer, None
-        if transfer is None:
-            return
-        transfer.update.abort()
-        while not self._write_queue.empty():
-            item = self._write_queue.get_nowait()
-            if item is not None:
-                self._rx_buffered -= len(item.data)
-            self._write_queue.task_done()
-        if result is not None:
-            self.last_update_result = result
-
-    # ==========================================================================================================
-    # The writer: RAM buffer -> flash, ACKs
-    # ==========================================================================================================
-
-    async def _drain_writer(self) -> None:
-        await self._write_queue.join()
-
-    async def _writer(self) -> None:
-        queue = self._write_queue
-        while True:
-            first = await queue.get()
-            items = [first]
-            size = len(first.data) if first is not None else 0
-            while size < _WRITE_CHUNK_BYTES and not queue.empty():
-                item = queue.get_nowait()
-                items.append(item)
-                size += len(item.data) if item is not None else 0
-            try:
-                chunks = [item for item in items if item is not None]
-                if chunks:
-                    await self._write_chunks(chunks)
-            finally:
-                for _ in items:
-                    queue.task_done()
-
-    async def _write_chunks(self, chunks: list[DataReceived]) -> None:
-        transfer = self._transfer
-        start, data = chunks[0].offset, b"".join(c.data for c in chunks)
-        self._rx_buffered -= len(data)
-        if transfer is None or transfer.update.written != start:
-            return  # the transfer was discarded or restarted meanwhile
-        cut = self.faults.power_loss_at_offset
-        if cut is not None and not self._power_loss_fired and start <= cut < start + len(data):
-            self._power_loss_fired = True
-            await transfer.update.write(data[: cut - start])
-            logger.info("%s: fault: power lost at image offset %d", self.name, cut)
-            self._restarting = asyncio.get_running_loop().create_task(self.power_cut())
-            await asyncio.sleep(3600)  # cancelled by the power cut
-        try:
-            await transfer.update.write(data)
-            self._early_checks(transfer)
-        except EspOtaError as exc:
-            self._fail_transfer(exc)
-            return
-        self.stats.image_bytes_written += len(data)
-        conn = self._conn
-        if conn is None or self._transfer is not transfer:
-            return
-        datagrams = conn.data_written(transfer.update.written)
-        if self.faults.ack_lie_bytes:
-            datagrams = [self._lie(datagram) for datagram in datagrams]
-        self._notify(datagrams)
-
-    def _early_checks(self, transfer: _Transfer) -> None:
-        """What an app should check on the first kilobyte: the chip and ``secure_version`` (notes section 5)."""
-        validator = transfer.update.validator
-        if transfer.early_checked or (validator.app is None and validator.bytes_seen < 0x120):
-            return
-        transfer.early_checked = True
-        if validator.chip_id not in (-1, int(self.chip)):
-            raise EspOtaError(EspErr.ESP_ERR_OTA_VALIDATE_FAILED, f"image for chip id {validator.chip_id}")
-        app = validator.app
-        if self.config.anti_rollback and app is not None and app.secure_version < self.efuse.secure_version:
-            raise EspOtaError(EspErr.ESP_ERR_OTA_SMALL_SEC_VER, f"secure_version {app.secure_version}")
-
-    def _fail_transfer(self, exc: EspOtaError) -> None:
-        conn = self._conn
-        chip = "chip id" in exc.message
-        code = ErrorCode.CHIP_MISMATCH if chip else _error_code(exc)
-        self._discard_transfer(UpdateResult.FAILED)
-        if conn is not None and conn.state is State.TRANSFER:
-            self._refuse(conn, code, exc.message, None)
-
-    def _lie(self, datagram: bytes) -> bytes:
-        if datagram[:1] != bytes([MessageType.ACK]) or len(datagram) != 9:
-            return datagram
-        (next_offset,) = struct.unpack_from("<I", datagram, 3)
-        return encode_message(Ack(next_offset=next_offset + self.faults.ack_lie_bytes))
-
-    # ==========================================================================================================
-    # Persistence
-    # ==========================================================================================================
-
-    def _load_state(self) -> dict[str, Any] | None:
-        path = self.config.state_file
-        if path is None or not path.exists():
-            return None
-        raw = path.read_bytes()
-        if raw[:8] != _STATE_MAGIC:
-            raise ValueError(f"{path} is not a simulated board state file")
-        (header_len,) = struct.unpack_from("<I", raw, 8)
-        meta: dict[str, Any] = json.loads(raw[12 : 12 + header_len])
-        contents = zlib.decompress(raw[12 + header_len :])
-        if len(contents) != meta["flash_bytes"]:
-            raise ValueError(f"{path}: flash image of {len(contents)} bytes, header says {meta['flash_bytes']}")
-        self.chip = Chip(meta["chip_id"])
-        self.flash = EmulatedFlash(
-            len(contents), timing=self._timing(), time_scale=self.config.time_scale, contents=contents
-        )
-        self.table = PartitionTable.from_bytes(self.flash.read(PARTITION_TABLE_OFFSET, 0xC00))
-        self.efuse = Efuse(int(meta["efuse_secure_version"]), capacity=32 if self.chip is Chip.ESP32 else 16)
-        self.ota = EspOta(
-            self.flash,
-            self.table,
-            self.efuse,
-            rollback_enabled=self.config.rollback_enabled,
-            anti_rollback=self.config.anti_rollback,
-        )
-        self.board_id = self.config.board_id or bytes.fromhex(meta["board_id"])
-        self.name = self.config.name or meta["name"]
-        self.last_update_result = UpdateResult(meta.get("last_update_result", 0))
-        self._update_committed = bool(meta.get("update_committed", False))
-        logger.info("%s: state loaded from %s", self.name, path)
-        return meta
-
-    async def _save_state(self) -> None:
-        path = self.config.state_file
-        if path is None or not self.address:
-            return
-        meta = {
-            "flash_bytes": self.flash.size_bytes,
-            "chip_id": int(self.chip),
-            "efuse_secure_version": self.efuse.secure_version,
-            "board_id": self.board_id.hex(),
-            "name": self.name,
-            "address": self.address,
-            "last_update_result": int(self.last_update_result),
-            "update_committed": self._update_committed,
-        }
-        snapshot = self.flash.snapshot()
-        await asyncio.to_thread(_write_state, path, meta, snapshot)
-
-
-def _write_state(path: Path, meta: dict[str, Any], snapshot: bytes) -> None:
-    header = json.dumps(meta, sort_keys=True).encode()
-    payload = _STATE_MAGIC + struct.pack("<I", len(header)) + header + zlib.compress(snapshot, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _clip(text: str, max_bytes: int) -> str:
-    return text.encode()[:max_bytes].decode(errors="ignore")
-
-
-def _error_code(exc: EspOtaError) -> ErrorCode:
-    return {
-        EspErr.ESP_ERR_OTA_VALIDATE_FAILED: ErrorCode.INVALID_IMAGE,
-        EspErr.ESP_ERR_OTA_SMALL_SEC_VER: ErrorCode.SECURE_VERSION_TOO_LOW,
-        EspErr.ESP_ERR_OTA_ROLLBACK_INVALID_STATE: ErrorCode.ROLLBACK_PENDING,
-        EspErr.ESP_ERR_INVALID_SIZE: ErrorCode.TOO_LARGE,
-        EspErr.ESP_ERR_OTA_PARTITION_CONFLICT: ErrorCode.INTERNAL,
-    }.get(exc.code, ErrorCode.FLASH_ERROR)

@@ -18,7 +18,14 @@ from enum import IntEnum
 
 from bridge.sim.flash import BLOCK_BYTES, SECTOR_BYTES
 
-__all__ = ["PARTITION_TABLE_OFFSET", "Partition", "PartitionTable", "PartitionType", "parse_entries"]
+__all__ = [
+    "PARTITION_TABLE_BYTES",
+    "PARTITION_TABLE_OFFSET",
+    "Partition",
+    "PartitionTable",
+    "PartitionType",
+    "parse_entries",
+]
 
 PARTITION_TABLE_OFFSET = 0x8000
 PARTITION_TABLE_BYTES = 0xC00

@@ -137,6 +137,12 @@ class VirtualWorld:
         for transport in self._transports:
             with contextlib.suppress(Exception):
                 await transport.close()
+            # Bumble's TCP server transport leaves its listening socket open on close().
+            server = getattr(transport, "server", None)
+            if isinstance(server, asyncio.AbstractServer):
+                server.close()
+                with contextlib.suppress(Exception):
+                    await server.wait_closed()
         self._closers.clear()
         self._transports.clear()
         self.boards.clear()

@@ -251,3 +251,19 @@ async def test_scan_with_a_bad_timeout_is_a_programming_error(world: VirtualWorl
     with pytest.raises(ValueError, match="positive"):
         await scan(world.backend, timeout_s=0)
     await asyncio.sleep(0)
+
+
+async def test_the_same_code_reaches_a_board_through_an_hci_transport(world: VirtualWorld) -> None:
+    """``--hci tcp-client:...``: a second Bumble host on a real socket, as another process would use it."""
+    peripheral = await add_peripheral(world, "OTA-A")
+    host, port = await world.expose_hci()
+    backend = backend_from_hci(f"tcp-client:{host}:{port}")
+    async with backend:
+        assert not backend.is_virtual
+        [advert] = await scan(backend, timeout_s=0.5)
+        assert (advert.name, advert.address) == ("OTA-A", peripheral.address)
+        async with await BoardLink.connect(advert, backend=backend) as link:
+            await link.write_control(b"over tcp")
+            assert await link.recv_control(timeout_s=2) == b"echo:over tcp"
+            assert link.max_write_bytes == 495
+    assert peripheral.commands == [b"over tcp"]
