@@ -18,9 +18,9 @@ Flow control (go-back-N with a byte window):
 * A NACK moves the bridge's ``send_offset`` back (or forward) to the board's expected offset. It is *not* a
   credit: the window still counts from the last ACK, because received is not written.
 * If the bridge cannot send and hears nothing for ``timeout_s``, ``handle_timeout`` writes a SYNC; the board
-  answers ACK(written) if it has written more than it last acked (the ACK may have been lost), then
-  NACK(expected, REQUESTED), and clears its NACK suppression. ``MAX_SYNC_ATTEMPTS`` silent timeouts in a
-  row end the connection with ``RemoteProtocolError(code=TIMEOUT)``.
+  answers ACK(written) (repeating an ACK that may have been lost), then NACK(expected, REQUESTED), and clears
+  its NACK suppression. ``MAX_SYNC_ATTEMPTS`` timeouts without the ACK offset
+  advancing end the connection with ``RemoteProtocolError(code=TIMEOUT)``.
 
 Errors: every problem the bridge finds in the board's messages is fatal (state ERROR; reconnect and resume).
 The board is tolerant: a bad command is answered with ERROR(code) and both sides are back in READY; only a
@@ -472,9 +472,9 @@ class BridgeConnection(_Conversation):
             raise RemoteProtocolError(
                 f"ACK {offset} beyond the highest byte sent ({self._highest_sent})", code=ErrorCode.BAD_MESSAGE
             )
-        self._sync_attempts = 0
         if offset <= self._acked_offset:
             return False
+        self._sync_attempts = 0  # progress: only written bytes count, so a stuck board still times out
         self._acked_offset = offset
         self._send_offset = max(self._send_offset, offset)
         return True
@@ -485,7 +485,6 @@ class BridgeConnection(_Conversation):
             raise RemoteProtocolError(
                 f"NACK {offset} outside [{self._acked_offset}, {self._highest_sent}]", code=ErrorCode.BAD_MESSAGE
             )
-        self._sync_attempts = 0
         self._send_offset = offset
         return True
 
@@ -768,9 +767,8 @@ class BoardConnection(_Conversation):
             self._window_bytes = 0
         elif isinstance(message, Sync):
             # The bridge is stuck: repeat the credit it may have missed (a lost ACK), then say where to resume.
-            if self._written_offset > self._last_acked:
-                self._last_acked = self._written_offset
-                self._queue(Ack(next_offset=self._written_offset))
+            self._last_acked = self._written_offset
+            self._queue(Ack(next_offset=self._written_offset))
             self._nack_outstanding = False
             self._queue(Nack(next_offset=self._received_offset, reason=NackReason.REQUESTED))
             return

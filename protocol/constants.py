@@ -86,7 +86,7 @@ HELLO_TIMEOUT_S: Final = 5.0
 #: Data: the longest the bridge waits for an ACK/NACK while it cannot send (window full or all sent). A 64 KB
 #: block erase may take 4.1 s worst case (ESP-IDF driver timeout), hence the margin.
 ACK_TIMEOUT_S: Final = 10.0
-#: Timeouts in a row without any ACK/NACK before the bridge gives up with ErrorCode.TIMEOUT.
+#: Timeouts in a row without the ACK offset advancing before the bridge gives up with ErrorCode.TIMEOUT.
 MAX_SYNC_ATTEMPTS: Final = 3
 COMMIT_TIMEOUT_S: Final = 5.0
 REBOOT_TIMEOUT_S: Final = 5.0

@@ -272,7 +272,7 @@ class Begin(Message):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sync(Message):
-    """Ask the board for its expected offset (answered by NACK with reason REQUESTED)."""
+    """Ask the board where it is: answered by ACK(written), then NACK(expected, REQUESTED)."""
 
     TYPE: ClassVar[MessageType] = MessageType.SYNC
 

@@ -130,7 +130,7 @@ def test_bad_crc_and_bad_length_nack() -> None:
     board.receive_data(bytes(bad))
     assert replies(board) == [Nack(next_offset=0, reason=NackReason.BAD_CRC)]
     board.receive_control(encode_message(Sync()))  # clears the suppression
-    assert replies(board) == [Nack(next_offset=0, reason=NackReason.REQUESTED)]
+    assert replies(board) == [Ack(next_offset=0), Nack(next_offset=0, reason=NackReason.REQUESTED)]
     board.receive_data(b"\x00\x00\x00\x00\x01")
     assert replies(board) == [Nack(next_offset=0, reason=NackReason.BAD_LENGTH)]
 
@@ -377,5 +377,5 @@ def test_sync_repeats_a_missed_ack_before_the_nack() -> None:
         assert board.data_written(event.end) == []  # type: ignore[union-attr]
     board.receive_control(encode_message(Sync()))
     assert replies(board) == [Ack(next_offset=200), Nack(next_offset=200, reason=NackReason.REQUESTED)]
-    board.receive_control(encode_message(Sync()))
-    assert replies(board) == [Nack(next_offset=200, reason=NackReason.REQUESTED)]
+    board.receive_control(encode_message(Sync()))  # the answer may have been lost too: same answer again
+    assert replies(board) == [Ack(next_offset=200), Nack(next_offset=200, reason=NackReason.REQUESTED)]

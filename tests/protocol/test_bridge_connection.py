@@ -34,6 +34,7 @@ from protocol import (
     UpdateRequest,
     begin_timeout_s,
     decode_data_frame,
+    encode_data_frame,
     encode_message,
 )
 from protocol.reference import default_info
@@ -243,15 +244,33 @@ def test_transfer_timeout_sends_sync_then_gives_up() -> None:
     assert info.value.code is ErrorCode.TIMEOUT
 
 
-def test_any_ack_or_nack_resets_the_sync_count() -> None:
-    bridge, board = in_transfer()
-    bridge.next_data_range()
-    for _ in range(10):
-        bridge.handle_timeout()
-        pipe([encode_message(Sync())], board)
+def test_only_ack_progress_resets_the_sync_count() -> None:
+    bridge, board = in_transfer(window=1000)
+    frames = []
+    while (frame := bridge.next_data_frame(IMAGE)) is not None:
+        frames.append(frame)
+    # A board that answers SYNC but never writes anything: the bridge gives up after MAX_SYNC_ATTEMPTS.
+    for _ in range(MAX_SYNC_ATTEMPTS):
+        pipe(bridge.handle_timeout(), board)
         pipe(board.data_to_send(), bridge)
-        assert events(bridge) == [Nack(next_offset=0, reason=NackReason.REQUESTED)]
-    assert bridge.state is State.TRANSFER
+        assert events(bridge) == [Nack(next_offset=0, reason=NackReason.REQUESTED)]  # ACK(0) is no news
+    # A board that writes a little between timeouts keeps the transfer alive.
+    bridge2, board2 = in_transfer(window=1000)
+    offset = 0
+    for _ in range(3 * MAX_SYNC_ATTEMPTS):
+        data_range = bridge2.next_data_range()
+        assert data_range is not None
+        board2.receive_data(encode_data_frame(data_range.offset, IMAGE[data_range.offset : data_range.end]))
+        (chunk,) = events(board2)
+        board2.data_written(chunk.end)  # type: ignore[union-attr]
+        pipe(bridge2.handle_timeout(), board2)
+        pipe(board2.data_to_send(), bridge2)
+        offset = chunk.end  # type: ignore[union-attr]
+        assert bridge2.acked_offset == offset
+    assert bridge2.state is State.TRANSFER
+    with pytest.raises(RemoteProtocolError) as info:
+        bridge.handle_timeout()
+    assert info.value.code is ErrorCode.TIMEOUT
 
 
 def test_race_ack_after_abort_and_reply_crossing_abort_are_ignored() -> None:
