@@ -197,7 +197,7 @@ class UpdateSource:
             if not allow_offline:
                 raise
             logger.info("server unreachable (%s); deciding from the offline cache", exc.message)
-            offline = self.check_offline(board)
+            offline = await asyncio.to_thread(self.check_offline, board)
             return replace(offline, reason=f"offline ({exc.message}): {offline.reason}")
         decision = decide(board, releases, offer_to_unknown=self.config.offer_to_unknown)
         return UpdateCheck(decision.status, decision.release, decision.running, decision.newest, decision.reason)
@@ -474,6 +474,11 @@ class UpdateSource:
         with self._lock, file_lock(self.path / ".lock"), self._translating(f"downloading {release.target_path}"):
             refreshed = False
             if self._updater is None:
+                cached = self.cached(release)
+                if cached is not None:  # verified when it was stored; works offline
+                    if progress is not None:
+                        progress(release.size, release.size)
+                    return cached
                 self._refresh_locked()
                 refreshed = True
             target, current = self._lookup(release.target_path)

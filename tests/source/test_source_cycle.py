@@ -255,3 +255,22 @@ async def test_download_of_a_release_listed_later_or_pruned_since(published: Pub
     pub.repo.prune(keep=1)
     with pytest.raises(ReleaseGoneError, match=r"no longer lists release 1\.0\.0 of blinky"):
         await later.download(first)
+
+
+async def test_a_cached_release_is_returned_without_the_network(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.init()
+    repo.add(write_image(tmp_path, version="3.0"))
+    release = repo.confirm("blinky", "3.0")
+    data = tmp_path / "bridge"
+    with serve_repository(repo.path) as url:
+        trust_server(url, repo.root_path.read_bytes(), data_dir=data)
+        with UpdateSource(url, data_dir=data) as source:
+            [cached] = await source.fetch_for_offline(board=board("1.0"))
+    with UpdateSource(url, data_dir=data) as offline:  # server gone
+        assert await offline.download(release) == cached.path
+        assert [c.release for c in offline.cached_releases()] == [release]
+        cached.path.write_bytes(b"\x00" * release.size)  # a damaged cache file is never handed out
+        assert offline.cached(release) is None
+        with pytest.raises(ServerUnreachableError):
+            await offline.download(release)
