@@ -79,9 +79,7 @@ from protocol.messages import (
     Info,
     Message,
     Nack,
-    NoUpdate,
     Sync,
-    UpdateAvailable,
     UpdateRequest,
     decode_message,
     encode_message,
@@ -308,15 +306,12 @@ class BridgeConnection(_Conversation):
                 acked (INCOMPLETE), a board message (UNKNOWN_MESSAGE).
         """
         self._check_send(message)
-        if isinstance(message, Begin):
-            if self._info is None:
-                raise LocalProtocolError("BEGIN before INFO", code=ErrorCode.BAD_STATE)
-        elif isinstance(message, Finish) and not self.transfer_complete:
+        # BEGIN needs INFO and UPDATE_AVAILABLE/NO_UPDATE need the feature: the table only allows them in states
+        # reached through INFO and through an UPDATE_REQUEST (which is refused without the feature).
+        if isinstance(message, Finish) and not self.transfer_complete:
             raise LocalProtocolError(
                 f"FINISH with {self._acked_offset} of {self.image_size} bytes acked", code=ErrorCode.INCOMPLETE
             )
-        elif isinstance(message, UpdateAvailable | NoUpdate) and not self.features & Feature.UPDATE_REQUEST:
-            raise LocalProtocolError("the board did not announce UPDATE_REQUEST", code=ErrorCode.FEATURE_UNSUPPORTED)
         datagrams = self._encode(message)
         self._advance(message.TYPE)
         self._after_abort = isinstance(message, Abort)
@@ -753,10 +748,6 @@ class BoardConnection(_Conversation):
         if isinstance(message, Hello):
             self._on_hello(message)
             return
-        if isinstance(message, UpdateAvailable | NoUpdate) and not self.features & Feature.UPDATE_REQUEST:
-            raise LocalProtocolError(
-                f"{message.TYPE.name} needs the UPDATE_REQUEST feature", code=ErrorCode.FEATURE_UNSUPPORTED
-            )
         if isinstance(message, Finish) and self._written_offset != self.image_size:
             raise LocalProtocolError(
                 f"FINISH with {self._written_offset} of {self.image_size} bytes written", code=ErrorCode.INCOMPLETE

@@ -379,3 +379,20 @@ def test_sync_repeats_a_missed_ack_before_the_nack() -> None:
     assert replies(board) == [Ack(next_offset=200), Nack(next_offset=200, reason=NackReason.REQUESTED)]
     board.receive_control(encode_message(Sync()))  # the answer may have been lost too: same answer again
     assert replies(board) == [Ack(next_offset=200), Nack(next_offset=200, reason=NackReason.REQUESTED)]
+
+
+def test_properties_before_and_during_a_transfer() -> None:
+    board = BoardConnection()
+    assert (board.features, board.window_bytes, board.image_size, board.begin) == (Feature.NONE, 0, 0, None)
+    board = receiving(window=1000)
+    assert (board.window_bytes, board.image_size, board.written_offset) == (1000, len(IMAGE), 0)
+    assert board.begin is not None and board.begin.size == len(IMAGE)
+
+
+def test_begin_ok_beyond_the_image_is_a_local_error() -> None:
+    _, board = connected_pair()
+    board.receive_control(encode_message(begin_for(IMAGE)))
+    board.next_event()
+    with pytest.raises(LocalProtocolError):
+        board.send(BeginOk(offset=len(IMAGE) + 1, window_bytes=100))
+    assert board.state is State.BEGIN

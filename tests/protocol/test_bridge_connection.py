@@ -382,3 +382,11 @@ def test_lost_final_ack_is_recovered_by_one_sync() -> None:
     ]
     assert bridge.transfer_complete
     bridge.send(Finish())
+
+
+def test_properties_before_info_and_after_begin_ok() -> None:
+    bridge = BridgeConnection()
+    assert (bridge.features, bridge.window_bytes, bridge.image_size, bridge.info) == (Feature.NONE, 0, 0, None)
+    assert bridge.frame_payload_bytes == 14
+    bridge, _ = in_transfer(window=3000)
+    assert (bridge.window_bytes, bridge.image_size, bridge.begin) == (3000, len(IMAGE), begin_for(IMAGE))

@@ -172,6 +172,7 @@ SHA = bytes(32)
         lambda: Begin(size=1, sha256=SHA, version="x" * 33),
         lambda: Begin(size=1, sha256=SHA, project="\u00e9" * 17),  # 34 UTF-8 bytes
         lambda: Begin(size=1, sha256=SHA, version="a\x00b"),
+        lambda: Begin(size=1, sha256=SHA, version=b"1.0"),
         lambda: Begin(size=1, sha256=SHA, signature=bytes(513)),
         lambda: Begin(size=1, sha256=SHA, flags=BeginFlags(256)),
         lambda: Begin(size=True, sha256=SHA),
