@@ -260,8 +260,9 @@ class BumbleBleakClient(BaseBleakClient):
         except asyncio.CancelledError:
             # Bumble cancels the controller's connection attempt only on its own timeout; do it for ours, or the
             # next attempt gets COMMAND_DISALLOWED.
+            cancel = self._device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command())
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._device.send_command(hci.HCI_LE_Create_Connection_Cancel_Command()))
+                await asyncio.wait_for(asyncio.shield(cancel), timeout=2.0)  # bounded: the controller may be gone
             raise
         except hci.HCI_Error as exc:
             raise BleakError(f"could not connect to {self.address}: {exc}") from exc
