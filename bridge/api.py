@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -39,7 +39,7 @@ from bridge.errors import (
     TransportError,
     UsageError,
 )
-from bridge.events import Checking, Confirmed, Downloading, RolledBack, SyncEvent, UpToDate, Verified
+from bridge.events import Checking, Confirmed, Downloading, EventStream, RolledBack, SyncEvent, UpToDate, Verified
 from bridge.journal import AttemptResult, Journal, JournalEntry
 
 if TYPE_CHECKING:
@@ -364,27 +364,31 @@ class Bridge:
 
     # -- updating -------------------------------------------------------------------------------------------
 
-    async def sync(self, board: str | BoardAdvert) -> AsyncIterator[SyncEvent]:
+    async def sync(self, board: str | BoardAdvert) -> EventStream:
         """Bring ``board`` to the newest release meant for it: check, download, verify, upload, confirm.
 
         Yields :mod:`bridge.events` in order; the last one is :class:`UpToDate`, :class:`Confirmed` or
         :class:`RolledBack`. Raises a :class:`BridgeError` on failure (the board keeps its firmware).
         """
         attempt = _Attempt(_label(board))
-        async for event in self._journaled(attempt, self._sync(board, attempt)):
-            yield event
+        async with contextlib.aclosing(self._journaled(attempt, self._sync(board, attempt))) as stream:
+            async for event in stream:
+                yield event
 
-    async def push(self, board: str | BoardAdvert, image_file: Path) -> AsyncIterator[SyncEvent]:
+    async def push(self, board: str | BoardAdvert, image_file: Path) -> EventStream:
         """Install a local image file on ``board`` (validated and pre-flighted before any byte is written)."""
         attempt = _Attempt(_label(board))
-        async for event in self._journaled(attempt, self._push(board, Path(image_file), attempt)):
-            yield event
-
-    async def _journaled(self, attempt: _Attempt, events: AsyncIterator[SyncEvent]) -> AsyncIterator[SyncEvent]:
-        try:
-            async for event in events:
-                attempt.see(event)
+        events = self._journaled(attempt, self._push(board, Path(image_file), attempt))
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
                 yield event
+
+    async def _journaled(self, attempt: _Attempt, events: EventStream) -> EventStream:
+        try:
+            async with contextlib.aclosing(events) as stream:
+                async for event in stream:
+                    attempt.see(event)
+                    yield event
         except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
             attempt.result, attempt.error = AttemptResult.CANCELLED, "cancelled"
             raise
@@ -406,7 +410,7 @@ class Bridge:
             except OSError as exc:
                 logger.warning("could not write the journal %s: %s", self.journal.path, exc)
 
-    async def _sync(self, board: str | BoardAdvert, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
+    async def _sync(self, board: str | BoardAdvert, attempt: _Attempt) -> EventStream:
         source = self._require_source()
         yield Checking(_label(board))
         session = await self._session(board)
@@ -425,20 +429,20 @@ class Bridge:
             path = check.cached_path if check.offline and check.cached_path else source.cached(release)
             if path is None:
                 downloaded: list[Path] = []
-                async for event in self._download(source, release, session.address, downloaded):
-                    yield event
+                async with contextlib.aclosing(self._download(source, release, session.address, downloaded)) as stream:
+                    async for event in stream:
+                        yield event
                 path = downloaded[0]
             plan = await self._plan(path, version=release.version)
             if plan.image.sha256 != release.sha256:
                 raise SecurityError(f"the downloaded image's SHA-256 {plan.image.sha256} is not the signed one")
-            async for event in self._install(session, plan):
-                yield event
+            async with contextlib.aclosing(self._install(session, plan)) as stream:
+                async for event in stream:
+                    yield event
         finally:
             await session.close()
 
-    async def _download(
-        self, source: UpdateSource, release: Release, board: str, result: list[Path]
-    ) -> AsyncIterator[SyncEvent]:
+    async def _download(self, source: UpdateSource, release: Release, board: str, result: list[Path]) -> EventStream:
         """Download with progress events (the source calls back on the loop; a queue turns calls into events).
 
         The verified file's path is appended to ``result``.
@@ -478,7 +482,7 @@ class Bridge:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}", code="unreadable") from exc
         return Plan.from_image(ImageFile(path=path, size=info.size, sha256=info.sha256), info, version=version)
 
-    async def _install(self, session: BoardSession, plan: Plan) -> AsyncIterator[SyncEvent]:
+    async def _install(self, session: BoardSession, plan: Plan) -> EventStream:
         from bridge.sync.engine import Installer, already_running, preflight
 
         info = session.info
@@ -488,10 +492,11 @@ class Bridge:
             return
         yield Verified(session.address, plan.version, plan.image.size, plan.image.sha256, info.running_version)
         installer = Installer(address=session.address, backend=self.backend, config=self.config, session=session)
-        async for event in installer.run(plan):
-            yield event
+        async with contextlib.aclosing(installer.run(plan)) as stream:
+            async for event in stream:
+                yield event
 
-    async def _push(self, board: str | BoardAdvert, image_file: Path, attempt: _Attempt) -> AsyncIterator[SyncEvent]:
+    async def _push(self, board: str | BoardAdvert, image_file: Path, attempt: _Attempt) -> EventStream:
         plan = await self._plan(image_file)  # refused here, before any connection, if it is not a valid app
         attempt.to_version, attempt.total, attempt.sha256 = plan.version, plan.image.size, plan.image.sha256
         attempt.project = plan.project
@@ -500,8 +505,9 @@ class Bridge:
         try:
             attempt.board = session.address
             attempt.from_version = session.info.running_version
-            async for event in self._install(session, plan):
-                yield event
+            async with contextlib.aclosing(self._install(session, plan)) as stream:
+                async for event in stream:
+                    yield event
         finally:
             await session.close()
 

@@ -11,8 +11,9 @@ A UI shows ``str(event)`` as one line per state change and drives a progress bar
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 __all__ = [
     "Checking",
@@ -20,6 +21,7 @@ __all__ = [
     "Confirmed",
     "Connecting",
     "Downloading",
+    "EventStream",
     "Finishing",
     "Rebooting",
     "Reconnecting",
@@ -215,6 +217,10 @@ class RolledBack(SyncEvent):
     def __str__(self) -> str:
         why = f": {self.reason}" if self.reason else ""
         return f"rolled back: {self.board} came back on {self.running_version}, not {self.attempted_version}{why}"
+
+
+#: What ``Bridge.sync`` and ``Bridge.push`` return: an async generator of events (``aclose()`` cancels safely).
+EventStream: TypeAlias = AsyncGenerator[SyncEvent, None]
 
 
 def event_to_dict(event: SyncEvent) -> dict[str, Any]:

@@ -18,9 +18,9 @@ Safety rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from bridge.ble import BleBackend
@@ -39,11 +39,11 @@ from bridge.events import (
     Committing,
     Confirmed,
     Connecting,
+    EventStream,
     Finishing,
     Rebooting,
     Reconnecting,
     RolledBack,
-    SyncEvent,
     Uploading,
 )
 from bridge.image import Chip, ImageInfo, check_fits_board
@@ -176,7 +176,7 @@ class Installer:
     def _sent(self) -> int:
         return self.bytes_sent + (self.session.bytes_sent if self.session is not None else 0)
 
-    async def _reconnect(self, reason: str, resume_offset: int) -> AsyncIterator[SyncEvent]:
+    async def _reconnect(self, reason: str, resume_offset: int) -> EventStream:
         """Reconnect with backoff; raises the last error after ``reconnect_attempts`` failures."""
         await self._drop()
         config = self.config
@@ -199,11 +199,12 @@ class Installer:
 
     # -- the cycle ------------------------------------------------------------------------------------------
 
-    async def run(self, plan: Plan) -> AsyncIterator[SyncEvent]:
+    async def run(self, plan: Plan) -> EventStream:
         """Install ``plan`` on the board; the last event is :class:`Confirmed` or :class:`RolledBack`."""
         try:
-            async for event in self._run(plan):
-                yield event
+            async with contextlib.aclosing(self._run(plan)) as stream:
+                async for event in stream:
+                    yield event
         except BaseException as exc:
             if self._begun:
                 await self._abort(exc)
@@ -217,7 +218,7 @@ class Installer:
         if self.session is not None:
             await self.session.abort(reason)
 
-    async def _run(self, plan: Plan) -> AsyncIterator[SyncEvent]:
+    async def _run(self, plan: Plan) -> EventStream:
         board = self.address
         if self.session is None or not self.session.is_connected:
             yield Connecting(board)
@@ -229,8 +230,9 @@ class Installer:
         preflight(before, plan, self.config)
         old_partition, new_partition = before.running_partition, before.next_partition
 
-        async for event in self._upload(plan):
-            yield event
+        async with contextlib.aclosing(self._upload(plan)) as stream:
+            async for event in stream:
+                yield event
 
         yield Finishing(board)
         session = self.session
@@ -244,10 +246,12 @@ class Installer:
         await session.wait_disconnected(self.config.reply_timeout_s)
         await self._drop()
 
-        async for event in self._confirm(plan, old_partition=old_partition, new_partition=new_partition):
-            yield event
+        confirming = self._confirm(plan, old_partition=old_partition, new_partition=new_partition)
+        async with contextlib.aclosing(confirming) as stream:
+            async for event in stream:
+                yield event
 
-    async def _upload(self, plan: Plan) -> AsyncIterator[SyncEvent]:
+    async def _upload(self, plan: Plan) -> EventStream:
         board, size = self.address, plan.image.size
         sha256 = bytes.fromhex(plan.image.sha256)
         meter = RateMeter()
@@ -276,12 +280,13 @@ class Installer:
                     meter.update(resumed_from)
                     acked = resumed_from
                     yield Uploading(board, acked, size, resumed_from=resumed_from)
-                    async for offset in session.upload(reader):
-                        if offset > acked:
-                            failures = 0
-                        acked = offset
-                        meter.update(acked)
-                        yield Uploading(board, acked, size, meter.rate_bps, meter.eta_s(size), resumed_from)
+                    async with contextlib.aclosing(session.upload(reader)) as progress:
+                        async for offset in progress:
+                            if offset > acked:
+                                failures = 0
+                            acked = offset
+                            meter.update(acked)
+                            yield Uploading(board, acked, size, meter.rate_bps, meter.eta_s(size), resumed_from)
                     return
                 except BoardRejectedError as exc:
                     recovery = _recovery(exc.code)
@@ -299,10 +304,11 @@ class Installer:
                     raise DisconnectedError(
                         f"the upload to {board} made no progress after {failures - 1} reconnects: {reason}"
                     )
-                async for event in self._reconnect(reason, acked):
-                    yield event
+                async with contextlib.aclosing(self._reconnect(reason, acked)) as stream:
+                    async for event in stream:
+                        yield event
 
-    async def _confirm(self, plan: Plan, *, old_partition: str, new_partition: str) -> AsyncIterator[SyncEvent]:
+    async def _confirm(self, plan: Plan, *, old_partition: str, new_partition: str) -> EventStream:
         """Wait for the board to come back, then tell which firmware it runs and in which rollback state."""
         board, config = self.address, self.config
         deadline = time.monotonic() + config.reboot_timeout_s

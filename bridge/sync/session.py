@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TypeVar
 
 from bridge.ble import BleBackend, BoardAdvert, BoardLink
@@ -186,7 +186,7 @@ class BoardSession:
         timeout_s = max(self.config.begin_timeout_s, begin_timeout_s(size))
         return await self._request(message, BeginOk, timeout_s)
 
-    async def upload(self, reader: ImageReader) -> AsyncIterator[int]:
+    async def upload(self, reader: ImageReader) -> AsyncGenerator[int, None]:
         """Send data frames within the window; yield each new acknowledged offset until the board has it all.
 
         Memory: one frame at a time, read from ``reader`` near the send cursor. The window is the smaller of the

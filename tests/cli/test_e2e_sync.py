@@ -145,6 +145,10 @@ async def test_three_status_outcomes(world: VirtualWorld, rig: Rig, firmware: Pa
     assert (no_update.code, no_update.json()["state"]) == (ExitCode.OK, "no_update")
     assert "no confirmed release" in no_update.json()["note"]
 
+    scanned = await rig("scan", "--json")
+    assert scanned.code == ExitCode.OK
+    assert sorted(a["name"] for a in scanned.json()) == ["new", "old", "s3"]
+
     # Without a board name: every board in range, and the exit status of the most urgent one (3: outdated).
     everyone = await rig("status", "--json")
     assert everyone.code == ExitCode.UPDATE_AVAILABLE
@@ -249,3 +253,23 @@ async def test_large_image_push(world: VirtualWorld, rig: Rig, firmware: Path) -
     assert board.running_sha256 == sha256_of(p06)
     assert board.stats.image_bytes_written == 2_220_672
     assert board.stats.resent_bytes == 0
+
+
+async def test_fetch_then_sync_offline(world: VirtualWorld, rig: Rig, firmware: Path, tmp_path: Path) -> None:
+    """Download in the office (`bridge fetch`), update in the field with the server out of reach."""
+    p14 = firmware_file(firmware, "P14")
+    with served_repository(tmp_path / "repo", [firmware_file(firmware, "P15"), p14], rig.data_dir) as url:
+        rig.configure(url)
+        fetched = await rig("fetch", "--json")
+        assert fetched.code == ExitCode.OK, fetched.stderr
+        assert [(r["version"], r["sha256"]) for r in fetched.json()] == [(P14_VERSION, sha256_of(p14))]
+        assert sha256_of(Path(fetched.json()[0]["path"])) == sha256_of(p14)
+    # The server is gone now (same URL, nothing listening).
+    board = await world.add_board(c3_board("c3", firmware_file(firmware, "P15")))
+    synced = await rig("sync", "c3", "--yes", "--json")
+    assert synced.code == ExitCode.OK, synced.stderr
+    result = synced.json()
+    assert result["status"]["offline"] is True
+    assert result["outcome"] == "confirmed"
+    assert "downloading" not in kinds(result["events"])  # straight from the verified cache
+    assert board.running_sha256 == sha256_of(p14)
