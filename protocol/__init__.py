@@ -31,6 +31,10 @@ Board (GATT server)::
 
 Errors: ``LocalProtocolError`` (you misused the API) and ``RemoteProtocolError`` (the peer broke the protocol),
 both with ``.code`` (an ``ErrorCode``), raised by ``send``/``next_event``/``handle_timeout``.
+``ERROR_RECOVERY[code]`` says what to do about each code (retry later, reconnect and resume, give up...).
+
+``protocol.reference`` has an in-memory board application (``ReferenceBoard``), a seeded faulty link and
+``run_update``, which plays the bridge's part end to end: for tests and benchmarks, and as a worked example.
 """
 
 from __future__ import annotations

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from typing import Any, overload
 
 from protocol import (
     DEFAULT_BRIDGE_FEATURES,
     Begin,
     BoardConnection,
+    BoardEvent,
     BridgeConnection,
+    BridgeEvent,
     ControlDecoder,
+    DataReceived,
+    Feature,
     Hello,
     Message,
     decode_message,
@@ -44,19 +49,30 @@ def pipe(datagrams: list[bytes], conn: BridgeConnection | BoardConnection) -> No
         conn.receive_control(datagram)
 
 
-def events(conn: BridgeConnection | BoardConnection) -> list[object]:
+@overload
+def events(conn: BridgeConnection) -> list[BridgeEvent]: ...
+@overload
+def events(conn: BoardConnection) -> list[BoardEvent]: ...
+def events(conn: BridgeConnection | BoardConnection) -> list[BridgeEvent] | list[BoardEvent]:
     """Drain every pending event."""
-    out: list[object] = []
+    out: list[Any] = []
     while (event := conn.next_event()) is not None:
         out.append(event)
     return out
+
+
+def chunks(board: BoardConnection) -> list[DataReceived]:
+    """Drain the board's events, which must all be accepted data."""
+    out = events(board)
+    assert all(isinstance(event, DataReceived) for event in out), out
+    return [event for event in out if isinstance(event, DataReceived)]
 
 
 def connected_pair(
     *,
     window_bytes: int = 4096,
     max_write_bytes: int = 244,
-    board_features: object = None,
+    board_features: Feature | None = None,
     ack_interval_bytes: int | None = None,
 ) -> tuple[BridgeConnection, BoardConnection]:
     """A bridge and a board that exchanged HELLO/INFO."""

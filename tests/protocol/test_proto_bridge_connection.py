@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from proto_helpers import begin_for, connected_pair, events, pipe
+from proto_helpers import begin_for, chunks, connected_pair, events, pipe
 
 from protocol import (
     ACK_TIMEOUT_S,
@@ -261,11 +261,11 @@ def test_only_ack_progress_resets_the_sync_count() -> None:
         data_range = bridge2.next_data_range()
         assert data_range is not None
         board2.receive_data(encode_data_frame(data_range.offset, IMAGE[data_range.offset : data_range.end]))
-        (chunk,) = events(board2)
-        board2.data_written(chunk.end)  # type: ignore[union-attr]
+        (chunk,) = chunks(board2)
+        board2.data_written(chunk.end)
         pipe(bridge2.handle_timeout(), board2)
         pipe(board2.data_to_send(), bridge2)
-        offset = chunk.end  # type: ignore[union-attr]
+        offset = chunk.end
         assert bridge2.acked_offset == offset
     assert bridge2.state is State.TRANSFER
     with pytest.raises(RemoteProtocolError) as info:
@@ -370,8 +370,8 @@ def test_lost_final_ack_is_recovered_by_one_sync() -> None:
     while (frame := bridge.next_data_frame(IMAGE)) is not None:
         board.receive_data(frame)
     lost: list[bytes] = []
-    for event in events(board):
-        lost += board.data_written(event.end)  # type: ignore[union-attr]
+    for event in chunks(board):
+        lost += board.data_written(event.end)
     assert lost[-1] == encode_message(Ack(next_offset=len(IMAGE)))  # every ACK, the final one too, is lost
     assert not bridge.transfer_complete
     pipe(bridge.handle_timeout(), board)

@@ -131,7 +131,7 @@ TRANSCRIPTS = load("transcripts.jsonl")
 @pytest.mark.parametrize("record", TRANSCRIPTS, ids=lambda r: r["name"])
 def test_transcript_board_side_replays_exactly(record: dict[str, Any]) -> None:
     """Feeding the bridge's datagrams to a fresh board reproduces the board's notifications byte for byte."""
-    options = {key: ErrorCode[value] for key, value in record["board"].items()}
+    options: dict[str, Any] = {key: ErrorCode[value] for key, value in record["board"].items()}
     board = ReferenceBoard(default_info(window_bytes=record["window_bytes"]), **options)
     for session in record["sessions"]:
         board.connect(record["max_write_bytes"])
