@@ -212,14 +212,14 @@ class SimulatedBoard:
         if self._closed:
             return
         self._closed = True
+        # Work that talks to the controller (a reboot in progress, advertising again after a disconnect) is let
+        # finish: cancelling it between an HCI command and its answer leaves Bumble's host with a dead future.
+        restarting = self._restarting
+        if restarting is not None and not restarting.done() and restarting is not asyncio.current_task():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(restarting), timeout=self.config.boot_time_s + 5.0)
         self._powered = False
-        for task in [self._restarting, *self._tasks]:
-            if task is not None and task is not asyncio.current_task():
-                task.cancel()
-        for task in [self._restarting, *self._tasks]:
-            if task is not None and task is not asyncio.current_task():
-                with contextlib.suppress(BaseException):
-                    await task
+        await self._stop_tasks(self._restarting)
         self.ota.close()
         await self._drop_link(hci.HCI_REMOTE_DEVICE_TERMINATED_CONNECTION_DUE_TO_POWER_OFF_ERROR)
         if self.device is not None:
@@ -243,10 +243,7 @@ class SimulatedBoard:
         self.stats.reboots += 1
         self._powered = False
         self.booted.clear()
-        current = asyncio.current_task()
-        for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+        await self._stop_tasks()
         self.app.reset()
         self.ota.close()
         await self._drop_link(reason)
@@ -256,6 +253,19 @@ class SimulatedBoard:
         await self._save_state()
         await asyncio.sleep(self.config.boot_time_s)
         await self._boot(initial=False)
+
+    async def _stop_tasks(self, *extra: asyncio.Task[None] | None) -> None:
+        """Stop the board's tasks; those talking to the controller (``-detached``) may finish first (bounded)."""
+        current = asyncio.current_task()
+        talking = [t for t in self._tasks if t.get_name().endswith("-detached") and t is not current]
+        if talking:
+            await asyncio.wait(talking, timeout=2.0)
+        others = [t for t in [*extra, *self._tasks] if t is not None and t is not current and not t.done()]
+        for task in others:
+            task.cancel()
+        for task in others:
+            with contextlib.suppress(BaseException):
+                await task
 
     async def _drop_link(self, reason: int) -> None:
         connection = self._connection
