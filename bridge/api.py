@@ -39,7 +39,17 @@ from bridge.errors import (
     TransportError,
     UsageError,
 )
-from bridge.events import Checking, Confirmed, Downloading, EventStream, RolledBack, SyncEvent, UpToDate, Verified
+from bridge.events import (
+    Checking,
+    Confirmed,
+    Connecting,
+    Downloading,
+    EventStream,
+    RolledBack,
+    SyncEvent,
+    UpToDate,
+    Verified,
+)
 from bridge.journal import AttemptResult, Journal, JournalEntry
 
 if TYPE_CHECKING:
@@ -413,6 +423,7 @@ class Bridge:
     async def _sync(self, board: str | BoardAdvert, attempt: _Attempt) -> EventStream:
         source = self._require_source()
         yield Checking(_label(board))
+        yield Connecting(_label(board))
         session = await self._session(board)
         try:
             attempt.board = session.address
@@ -501,6 +512,7 @@ class Bridge:
         attempt.to_version, attempt.total, attempt.sha256 = plan.version, plan.image.size, plan.image.sha256
         attempt.project = plan.project
         yield Checking(_label(board))
+        yield Connecting(_label(board))
         session = await self._session(board)
         try:
             attempt.board = session.address

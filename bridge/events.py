@@ -2,8 +2,9 @@
 
 A sync is an async generator of these, in this order (some are skipped when they do not apply)::
 
-    Checking -> [UpToDate] | Downloading* -> Verified -> Connecting -> Uploading* (Reconnecting -> Uploading*)*
-             -> Finishing -> Committing -> Rebooting -> Reconnecting* -> Confirmed | RolledBack
+    Checking -> Connecting -> UpToDate
+                           | Downloading* -> Verified -> Uploading* (Reconnecting -> Uploading*)*
+                             -> Finishing -> Committing -> Rebooting -> Reconnecting+ -> Confirmed | RolledBack
 
 A UI shows ``str(event)`` as one line per state change and drives a progress bar from :class:`Downloading` and
 :class:`Uploading`. Every event is a frozen dataclass; ``event.kind`` is a stable name for JSON output.
@@ -53,12 +54,12 @@ class SyncEvent:
 
 @dataclass(frozen=True, slots=True)
 class Checking(SyncEvent):
-    """Asking the board what it runs and the server what is available."""
+    """Asking the board what it runs and the server what is available (``push``: the image was found valid)."""
 
     kind: ClassVar[str] = "checking"
 
     def __str__(self) -> str:
-        return f"checking {self.board}: asking the board and the update server"
+        return f"checking {self.board}: asking the board what it runs"
 
 
 @dataclass(frozen=True, slots=True)

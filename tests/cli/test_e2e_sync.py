@@ -85,6 +85,7 @@ async def test_p15_to_p14_status_sync_status(
     assert result["outcome"] == "confirmed"
     assert kinds(result["events"]) == [
         "checking",
+        "connecting",
         "downloading",
         "verified",
         "uploading",
@@ -167,6 +168,15 @@ async def test_three_status_outcomes(world: VirtualWorld, rig: Rig, firmware: Pa
     assert dry.code == ExitCode.UPDATE_AVAILABLE
     assert f"-> {P14_VERSION}" in dry.stdout
 
+    every = await rig("sync", "--all", "--dry-run", "--json")
+    assert every.code == ExitCode.UPDATE_AVAILABLE
+    outcomes = {r["status"]["name"]: r["outcome"] for r in every.json()}
+    assert outcomes == {"old": "update_available", "new": "up_to_date", "s3": "up_to_date"}
+
+    several = await rig("sync", "--yes")  # several boards in range, none named
+    assert several.code == ExitCode.USAGE
+    assert "3 boards found" in several.stderr
+
 
 async def test_disconnect_mid_upload_resumes_from_the_boards_offset(
     world: VirtualWorld, rig: Rig, firmware: Path, hello_world_server: str
@@ -178,7 +188,15 @@ async def test_disconnect_mid_upload_resumes_from_the_boards_offset(
     synced = await rig("sync", "c3", "--yes", "--json")
     assert synced.code == ExitCode.OK, synced.stderr
     events = synced.json()["events"]
-    assert kinds(events)[:6] == ["checking", "downloading", "verified", "uploading", "reconnecting", "uploading"]
+    assert kinds(events)[:7] == [
+        "checking",
+        "connecting",
+        "downloading",
+        "verified",
+        "uploading",
+        "reconnecting",
+        "uploading",
+    ]
     reconnect = next(e for e in events if e["event"] == "reconnecting")
     assert reconnect["attempt"] == 1 and reconnect["resume_offset"] <= cut_at
     resumed = [e for e in events if e["event"] == "uploading" and e["resumed_from"] > 0]
