@@ -67,7 +67,7 @@ def default_info(**overrides: object) -> Info:
         features=Feature.RESUME | Feature.UPDATE_REQUEST | Feature.APP_ROLLBACK,
         chip_id=0x0009,
         chip_revision=2,
-        window_bytes=16384,
+        window_bytes=32768,
         max_frame_bytes=512,
         erase_strategy=EraseStrategy.BLOCK_AHEAD_64K,
         secure_version=0,
