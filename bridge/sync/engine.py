@@ -230,20 +230,58 @@ class Installer:
         preflight(before, plan, self.config)
         old_partition, new_partition = before.running_partition, before.next_partition
 
-        async with contextlib.aclosing(self._upload(plan)) as stream:
-            async for event in stream:
-                yield event
-
-        yield Finishing(board)
-        session = self.session
-        assert session is not None
-        await session.finish()
-        yield Committing(board)
-        await session.commit()
+        # Upload, verify, commit. A link that drops in FINISH or COMMIT is reconnected and the tail is replayed:
+        # BEGIN with the same SHA-256 answers the board's offset (the whole image if it kept it), FINISH and
+        # COMMIT are idempotent on the board. A board that lost a verified image (HASH_MISMATCH) restarts once.
+        restart = False
+        failures = 0
+        rebooted_already = False
+        while True:
+            async with contextlib.aclosing(self._upload(plan, restart=restart)) as stream:
+                async for event in stream:
+                    yield event
+            session = self.session
+            assert session is not None
+            try:
+                yield Finishing(board)
+                await session.finish()
+                yield Committing(board)
+                await session.commit()
+                break
+            except BoardRejectedError as exc:
+                recovery = _recovery(exc.code)
+                if recovery is Recovery.RESTART and not restart:
+                    logger.info("%s: %s; sending the image again from byte 0", board, exc.message)
+                    restart = True
+                    continue
+                if recovery is not Recovery.RECONNECT_AND_RESUME:
+                    raise
+                reason = exc.message
+            except (DisconnectedError, BoardTimeoutError, ProtocolViolationError) as exc:
+                reason = exc.message
+            failures += 1
+            if failures > self.config.reconnect_attempts:
+                raise UpdateFailedError(
+                    f"{board} did not complete FINISH/COMMIT after {failures - 1} reconnects: {reason}",
+                    hint="Run the command again; `bridge status` shows what the board runs.",
+                )
+            async with contextlib.aclosing(self._reconnect(reason, plan.image.size)) as stream:
+                async for event in stream:
+                    yield event
+            info = self.session.info if self.session is not None else None
+            if info is not None and info.running_partition == new_partition and already_running(info, plan):
+                rebooted_already = True  # it committed and restarted before we heard COMMIT_OK
+                break
         self._begun = False  # the board now boots the new image; an ABORT would be meaningless
-        await session.reboot()
-        yield Rebooting(board, timeout_s=self.config.reboot_timeout_s)
-        await session.wait_disconnected(self.config.reply_timeout_s)
+        if not rebooted_already:
+            session = self.session
+            assert session is not None
+            try:
+                await session.reboot()
+            except (DisconnectedError, BoardTimeoutError) as exc:
+                logger.info("%s: no REBOOT_OK (%s); it may already be restarting", board, exc.message)
+            yield Rebooting(board, timeout_s=self.config.reboot_timeout_s)
+            await session.wait_disconnected(self.config.reply_timeout_s)
         await self._drop()
 
         confirming = self._confirm(plan, old_partition=old_partition, new_partition=new_partition)
@@ -251,13 +289,14 @@ class Installer:
             async for event in stream:
                 yield event
 
-    async def _upload(self, plan: Plan) -> EventStream:
+    async def _upload(self, plan: Plan, *, restart: bool = False) -> EventStream:
         board, size = self.address, plan.image.size
         sha256 = bytes.fromhex(plan.image.sha256)
         meter = RateMeter()
         failures = 0  # reconnects in a row without progress
         acked = 0
-        restarted = False
+        restarted = restart  # one restart from 0 per install at most
+        send_restart = restart  # the RESTART flag goes on the next BEGIN only
         block_bytes = max(4096, min(self.config.max_window_bytes, 64 * 1024))
         with plan.image.reader(block_bytes=block_bytes) as reader:
             while True:
@@ -271,8 +310,9 @@ class Installer:
                         version=plan.version,
                         project=plan.project,
                         secure_version=plan.secure_version,
-                        restart=restarted,
+                        restart=send_restart,
                     )
+                    send_restart = False
                     resumed_from = begin_ok.offset
                     if resumed_from:
                         logger.info("%s: resuming at byte %d of %d", board, resumed_from, size)
@@ -292,7 +332,7 @@ class Installer:
                     recovery = _recovery(exc.code)
                     if recovery is Recovery.RESTART and not restarted:
                         logger.info("%s: %s; restarting the transfer from 0", board, exc.message)
-                        restarted = True
+                        restarted = send_restart = True
                         continue
                     if recovery is not Recovery.RECONNECT_AND_RESUME:
                         raise

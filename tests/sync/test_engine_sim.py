@@ -18,7 +18,7 @@ import pytest
 
 from bridge import Bridge, BridgeConfig, Uploading
 from bridge.errors import ExitCode
-from bridge.events import Confirmed, SyncEvent
+from bridge.events import Committing, Confirmed, Finishing, Reconnecting, SyncEvent
 from bridge.image import Chip
 from bridge.journal import AttemptResult
 from bridge.sim.config import SimBoardConfig
@@ -201,3 +201,29 @@ def test_kivy_example_is_valid_python_using_the_public_api() -> None:
     }
     assert {"Bridge", "UpdateState", "Uploading", "BridgeError", "load_config"} <= used
     assert used <= set(bridge.__all__), used - set(bridge.__all__)
+
+
+@pytest.mark.parametrize("moment", [Finishing, Committing])
+async def test_power_loss_during_finish_or_commit_ends_on_the_new_image(
+    world: VirtualWorld, firmware: Path, data_dir: Path, moment: type[SyncEvent]
+) -> None:
+    """The board loses power just as FINISH or COMMIT goes out: the bridge reconnects, replays the tail, confirms."""
+    p14 = firmware_file(firmware, "P14")
+    board = await world.add_board(
+        SimBoardConfig(
+            name="c3", chip=Chip.ESP32C3, project="hello_world", initial_image=firmware_file(firmware, "P15")
+        )
+    )
+    seen: list[SyncEvent] = []
+    cuts: list[asyncio.Task[None]] = []
+    async with Bridge(fast_config(data_dir), backend=world.backend) as bridge:
+        async for event in bridge.push("c3", p14):
+            seen.append(event)
+            if isinstance(event, moment) and not cuts:
+                cuts.append(asyncio.create_task(board.power_cut()))
+    await asyncio.gather(*cuts)
+    assert board.stats.power_losses == 1
+    assert any(isinstance(e, Reconnecting) and e.max_attempts > 0 for e in seen)
+    assert isinstance(seen[-1], Confirmed)
+    assert board.running_version == "v1.4.1-2-g0296947-dirty"
+    assert board.running_sha256 == hashlib.sha256(p14.read_bytes()).hexdigest()
