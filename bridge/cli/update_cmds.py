@@ -27,6 +27,7 @@ from bridge.config import BridgeConfig, default_config_file, load_config
 from bridge.errors import BoardNotFoundError, BridgeError, ExitCode, UsageError
 from bridge.events import Confirmed, Downloading, RolledBack, SyncEvent, Uploading, UpToDate, event_to_dict
 from bridge.journal import Journal
+from bridge.sync.timing import RateMeter
 
 if TYPE_CHECKING:
     from bridge.ble import BoardAdvert
@@ -65,6 +66,7 @@ class EventPrinter:
         )
         self._task: TaskID | None = None
         self._last_kind = ""
+        self._download_meter = RateMeter()
 
     def __enter__(self) -> EventPrinter:
         self._progress.start()
@@ -96,7 +98,9 @@ class EventPrinter:
         if isinstance(event, Uploading):
             self._bar("upload  ", event.acked_bytes, event.total_bytes, _rate(event.rate_bps), _duration(event.eta_s))
         elif isinstance(event, Downloading):
-            self._bar("download", event.done_bytes, event.total_bytes, "", "")
+            self._download_meter.update(event.done_bytes)
+            rate, eta = self._download_meter.rate_bps, self._download_meter.eta_s(event.total_bytes)
+            self._bar("download", event.done_bytes, event.total_bytes, _rate(rate), _duration(eta))
 
     def _line(self, event: SyncEvent) -> None:
         style = {"confirmed": "bold green", "rolled_back": "bold red", "up_to_date": "green", "verified": "green"}
