@@ -32,6 +32,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import (
     BoardNotFoundError,
     BridgeError,
+    DownloadError,
     ExitCode,
     ImageError,
     PreflightError,
@@ -331,7 +332,26 @@ class Bridge:
         source = self.source
         if source is None:
             return None
-        return await source.check(self._identity(session), allow_offline=True)
+        return await self._ask_source(source, session)
+
+    async def _ask_source(self, source: UpdateSource, session: BoardSession) -> UpdateCheck:
+        """The server's answer; when it cannot be reached, the offline cache's (verified within its max age).
+
+        With nothing cached either, the server's error is raised: "no update" would be a guess.
+        """
+        from dataclasses import replace
+
+        from bridge.source import UpdateStatus
+
+        identity = self._identity(session)
+        try:
+            return await source.check(identity)
+        except DownloadError as exc:
+            offline = await asyncio.to_thread(source.check_offline, identity)
+            if offline.status is UpdateStatus.NO_RELEASE:
+                raise
+            logger.info("server unreachable (%s): answering from the offline cache", exc.message)
+            return replace(offline, reason=f"server unreachable, using the offline cache: {offline.reason}")
 
     def _status_from(self, board: str, session: BoardSession, check: UpdateCheck | None) -> BoardStatus:
         from bridge.source import UpdateStatus
@@ -429,7 +449,7 @@ class Bridge:
             attempt.board = session.address
             attempt.from_version = session.info.running_version
             attempt.project = session.info.project
-            check = await source.check(self._identity(session), allow_offline=True)
+            check = await self._ask_source(source, session)
             release = check.release
             if release is None:
                 newest = check.newest.version if check.newest is not None and check.status == "up_to_date" else ""

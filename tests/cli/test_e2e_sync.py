@@ -291,3 +291,17 @@ async def test_fetch_then_sync_offline(world: VirtualWorld, rig: Rig, firmware: 
     assert result["outcome"] == "confirmed"
     assert "downloading" not in kinds(result["events"])  # straight from the verified cache
     assert board.running_sha256 == sha256_of(p14)
+
+
+async def test_unreachable_server_and_empty_cache_is_a_server_error(
+    world: VirtualWorld, rig: Rig, firmware: Path, tmp_path: Path
+) -> None:
+    with served_repository(tmp_path / "repo", [firmware_file(firmware, "P15")], rig.data_dir) as url:
+        rig.configure(url)  # trusted, but nothing fetched
+    board = await world.add_board(c3_board("c3", firmware_file(firmware, "P15")))
+    status = await rig("status", "c3")
+    assert status.code == ExitCode.SERVER, status.stdout
+    assert "Traceback" not in status.stderr
+    synced = await rig("sync", "c3", "--yes")
+    assert synced.code == ExitCode.SERVER
+    assert board.stats.data_frames_received == 0
