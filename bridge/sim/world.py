@@ -26,8 +26,7 @@ from bumble.controller import Controller
 from bumble.device import Device
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport.common import AsyncPipeSink, Transport
-from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+from bumble.transport.common import AsyncPipeSink, ParserSource
 
 from bridge.ble.bumble_backend import BumbleBackend
 
@@ -88,6 +87,54 @@ class _Controller(Controller):
         return super().on_hci_reset_command(command)
 
 
+class _HciTcpServer:
+    """HCI over TCP for one host at a time, the controller's side.
+
+    Bumble's ``tcp-server`` transport shares one sink between connections, so the late ``connection_lost`` of a
+    host that just went away clears the sink of the host that replaced it, and the new host's HCI_Reset never
+    gets an answer. Here each connection is tracked: a new host replaces the old one, and the parser starts clean.
+    """
+
+    def __init__(self) -> None:
+        self.source = ParserSource()
+        self.server: asyncio.AbstractServer | None = None
+        self._transport: asyncio.BaseTransport | None = None
+
+    def on_packet(self, packet: bytes) -> None:
+        transport = self._transport
+        if isinstance(transport, asyncio.WriteTransport) and not transport.is_closing():
+            transport.write(packet)
+
+    async def listen(self, sock: socket.socket) -> None:
+        server = self
+
+        class _Connection(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                old, server._transport = server._transport, transport
+                if old is not None:
+                    old.close()
+                server.source.parser.reset()
+                self.transport = transport
+
+            def data_received(self, data: bytes) -> None:
+                if server._transport is self.transport:
+                    server.source.parser.feed_data(data)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if server._transport is self.transport:
+                    server._transport = None
+
+        self.server = await asyncio.get_running_loop().create_server(_Connection, sock=sock)
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await self.server.wait_closed()
+
+
 class VirtualWorld:
     """Bumble ``LocalLink`` + virtual controllers; an async context manager.
 
@@ -104,7 +151,9 @@ class VirtualWorld:
         self._central: Device | None = None
         self._backend: BumbleBackend | None = None
         self._controllers: list[Controller] = []
-        self._transports: list[Transport] = []
+        self._servers: list[_HciTcpServer] = []
+        # Empty; kept because tests/cli/test_e2e_sync.py closed Bumble's TCP listeners through it. close() does it now.
+        self._transports: list[object] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._address_counter = itertools.count(1)
 
@@ -134,17 +183,10 @@ class VirtualWorld:
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 await closer()
-        for transport in self._transports:
-            with contextlib.suppress(Exception):
-                await transport.close()
-            # Bumble's TCP server transport leaves its listening socket open on close().
-            server = getattr(transport, "server", None)
-            if isinstance(server, asyncio.AbstractServer):
-                server.close()
-                with contextlib.suppress(Exception):
-                    await server.wait_closed()
+        for server in self._servers:
+            await server.close()
         self._closers.clear()
-        self._transports.clear()
+        self._servers.clear()
         self.boards.clear()
 
     # -- parts ----------------------------------------------------------------------------------------------------
@@ -203,11 +245,10 @@ class VirtualWorld:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         bound_host, bound_port = sock.getsockname()[:2]
-        transport = await open_tcp_server_transport_with_socket(sock)
-        self._transports.append(transport)
-        controller = _Controller(
-            f"hci-tcp-{bound_port}", host_source=transport.source, host_sink=transport.sink, link=self.link
-        )
+        server = _HciTcpServer()
+        await server.listen(sock)
+        self._servers.append(server)
+        controller = _Controller(f"hci-tcp-{bound_port}", host_source=server.source, host_sink=server, link=self.link)
         controller.le_acl_data_packet_length = self.acl_packet_bytes
         self._controllers.append(controller)
         logger.info("virtual controller exposed on tcp-server:%s:%d", bound_host, bound_port)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.ble import BoardLink, scan
+from bridge.ble import BoardLink, backend_from_hci, scan
 from bridge.image import Chip, build_image
 from bridge.sim.config import SimBoardConfig
 from bridge.sim.esp_ota import OtaImgState
@@ -159,3 +159,27 @@ async def test_link_frames_fit_the_board_max_frame(world: VirtualWorld) -> None:
     result = await push(world, board.name, image)
     assert result.frames_sent == -(-len(image) // 194)  # min(495, 200) - 6 bytes per frame
     assert set(board.stats.payload_by_offset.values()) <= {194, len(image) % 194}
+
+
+async def test_a_host_that_vanished_without_disconnecting_does_not_lock_the_board(world: VirtualWorld) -> None:
+    """Process A connects over HCI/TCP and dies (socket closed, no HCI_Disconnect); process B must still get in."""
+    from bumble.device import Device
+    from bumble.hci import Address
+    from bumble.transport import open_transport
+
+    board = await world.add_board(SimBoardConfig())
+    host, port = await world.expose_hci()
+    transport = await open_transport(f"tcp-client:{host}:{port}")
+    dying = Device.with_hci("dying", Address("F0:0D:00:00:00:09"), transport.source, transport.sink)
+    await dying.power_on()
+    await dying.connect(Address(board.address), timeout=5)
+    await world.settle()
+    assert board.is_connected
+    await transport.close()  # the process is gone: nobody will ever send HCI_Disconnect
+
+    backend = backend_from_hci(f"tcp-client:{host}:{port}")
+    async with backend:  # its power-on resets the controller, which drops the dead host's link
+        [advert] = await scan(backend, timeout_s=2.0, name=board.name)
+        async with await BoardLink.connect(advert, backend=backend) as link:
+            assert link.is_connected
+    assert board.stats.connections == 2
