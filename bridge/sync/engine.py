@@ -45,6 +45,7 @@ from bridge.events import (
     Reconnecting,
     RolledBack,
     Uploading,
+    UpToDate,
 )
 from bridge.image import Chip, ImageInfo, check_fits_board
 from bridge.sync.image_file import ImageFile
@@ -190,7 +191,7 @@ class Installer:
             try:
                 await self._open(retries=0)
                 return
-            except TransportError as exc:
+            except (TransportError, ProtocolViolationError) as exc:
                 last, reason = exc, exc.message
         raise DisconnectedError(
             f"lost {self.address} and could not reconnect after {attempts} attempts: {last.message}",
@@ -237,9 +238,16 @@ class Installer:
         failures = 0
         rebooted_already = False
         while True:
-            async with contextlib.aclosing(self._upload(plan, restart=restart)) as stream:
-                async for event in stream:
-                    yield event
+            try:
+                async with contextlib.aclosing(self._upload(plan, restart=restart)) as stream:
+                    async for event in stream:
+                        yield event
+            except BoardRejectedError as exc:
+                if exc.code != ErrorCode.ALREADY_INSTALLED:
+                    raise
+                self._begun = False
+                yield UpToDate(board, before.running_version, plan.version)
+                return
             session = self.session
             assert session is not None
             try:
@@ -379,8 +387,8 @@ class Installer:
                         )
                     await asyncio.sleep(_PENDING_POLL_S)
                     info = await session.hello()
-            except (TransportError, ProtocolViolationError) as exc:
-                reason = exc.message
+            except (TransportError, ProtocolViolationError, BoardRejectedError) as exc:
+                reason = exc.message  # not back yet, or still booting: try again until the deadline
                 await self._drop()
                 await asyncio.sleep(min(next(delays), max(0.0, deadline - time.monotonic())))
                 continue
