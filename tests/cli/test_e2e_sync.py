@@ -22,7 +22,7 @@ from tests.conftest import firmware_file
 
 P14_VERSION = "v1.4.1-2-g0296947-dirty"
 P14_SIZE = 124_192
-WINDOW_BYTES = 16 * 1024
+WINDOW_BYTES = SimBoardConfig().window_bytes  # what the simulated board grants
 
 
 def sha256_of(path: Path) -> str:
