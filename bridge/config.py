@@ -18,6 +18,7 @@ The matching environment variable is the key in upper case with a ``BRIDGE_`` pr
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -123,7 +124,9 @@ class BridgeConfig:
 
 def _problem(key: str, value: Any) -> str | None:
     """Why ``value`` is not acceptable for ``key`` (None if it is)."""
-    if key.endswith("_s") and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+    if key.endswith("_s") and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf  # NaN too
+    ):
         return f"must be a positive number of seconds, not {value!r}"
     if key in {"connect_retries", "reconnect_attempts"} and (
         isinstance(value, bool) or not isinstance(value, int) or value < 0
@@ -201,7 +204,10 @@ def _read_file(path: Path) -> dict[str, Any]:
             hint="Create it, or drop --config / BRIDGE_CONFIG to use the default one.",
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read configuration file {path}: {exc}") from None
+        raise ConfigError(
+            f"cannot read configuration file {path}: {exc}",
+            hint="Give a UTF-8 TOML text file to --config / BRIDGE_CONFIG, or drop them to use the default one.",
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -210,7 +216,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         ) from None
     table = raw.pop("bridge", {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [bridge] must be a table")
+        raise ConfigError(
+            f"{path}: [bridge] must be a table", hint="Write the keys under a [bridge] header, or at the top level."
+        )
     merged = {**raw, **table}
     known = _field_types()
     values: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bridge.errors import BridgeError, ExitCode
 
@@ -53,9 +54,10 @@ def fail(error: BridgeError, *, as_json: bool = False) -> NoReturn:
         }
         console.print_json(json.dumps(payload, default=str))
     else:
-        err_console.print(f"[bold red]error:[/] {error.message}", markup=True, soft_wrap=True)
+        # Messages quote user input and file contents ("[bridge] must be a table"): never read them as markup.
+        err_console.print(f"[bold red]error:[/] {escape(error.message)}", markup=True, soft_wrap=True)
         if error.hint:
-            err_console.print(f"[dim]hint:[/] {error.hint}", markup=True, soft_wrap=True)
+            err_console.print(f"[dim]hint:[/] {escape(error.hint)}", markup=True, soft_wrap=True)
     raise typer.Exit(int(error.exit_code))
 
 
