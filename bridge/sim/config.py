@@ -88,7 +88,7 @@ class SimBoardConfig:
     flash_bytes: int = 4 * 1024 * 1024
     ota_partition_bytes: int = 0x1E0000
     erase_strategy: EraseStrategy = EraseStrategy.SEQUENTIAL_4K
-    window_bytes: int = 16 * 1024
+    window_bytes: int = 32 * 1024  # the knee of the benchmark sweeps (benchmarks/README.md)
     max_frame_bytes: int = MAX_DATAGRAM_BYTES
     ack_interval_bytes: int | None = None
     features: Feature = DEFAULT_FEATURES

@@ -20,7 +20,7 @@ from tests.conftest import firmware_file
 from .driver import BoardRefused, PushResult, begin_for, open_session, push, read_info, send_image
 
 PAYLOAD = 489  # image bytes per 495-byte data write
-WINDOW = 16 * 1024
+WINDOW = SimBoardConfig().window_bytes  # what the simulated board grants
 
 
 def new_image(version: str = "2.0.0", *, size: int = 64 * 1024, secure_version: int = 0) -> bytes:
