@@ -256,6 +256,8 @@ def status_cmd(
             _print_status_table(statuses)
             if board:
                 _print_board_details(statuses[0])
+            if any(not s.connected for s in statuses):
+                err_console.print(f"[dim]hint:[/] {escape(BoardNotFoundError.default_hint)}", soft_wrap=True)
         codes = [exit_code_for_status(s) for s in statuses]
         return max(codes, key=_severity)
 
@@ -319,7 +321,7 @@ def sync_cmd(
     5 link failed, 6 image refused, 7 update failed, 8 rolled back, 9 server error.
     """
     if board is not None and every:
-        fail(UsageError("name a board or pass --all, not both"))
+        fail(UsageError("name a board or pass --all, not both", hint="`bridge sync BOARD` or `bridge sync --all`."))
     config = _config(ctx)
     if config.server_url is None:
         fail(
@@ -427,7 +429,9 @@ def fetch_cmd(
 
 def log_cmd(
     ctx: typer.Context,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="How many of the newest attempts to show (0: all).")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=0, help="How many of the newest attempts to show (0: all).")
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show the journal of update attempts (board, versions, result, bytes, duration, error)."""

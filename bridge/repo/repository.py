@@ -395,7 +395,10 @@ class Repository:
         if len(notes) > MAX_NOTES_CHARS:
             raise RepositoryError(f"release notes are {len(notes)} characters; at most {MAX_NOTES_CHARS} fit")
         if not image_path.is_file():
-            raise RepositoryError(f"no such image file: {image_path}")
+            raise RepositoryError(
+                f"no such image file: {image_path}",
+                hint="Give the path of the app image the build wrote (ESP-IDF: build/<project>.bin).",
+            )
         self._require()
         data = image_path.read_bytes()
         info = validate_image(data)
@@ -591,7 +594,8 @@ class Repository:
         """
         if keep < 1:
             raise RepositoryError(
-                f"--keep must be at least 1 (got {keep}): the newest confirmed release is never deleted"
+                f"--keep must be at least 1 (got {keep}): the newest confirmed release is never deleted",
+                hint="Keep 1 or more releases.",
             )
         with self._locked():
             entries = self._entries(self._targets())
