@@ -304,7 +304,9 @@ class HttpxFetcher(FetcherInterface):
                 logger.debug("resuming %s at byte %d", url, offset)
             elif response.status_code == 200:
                 mode, offset = "wb", 0
-            elif response.status_code == 416 and not _restarted:
+            elif response.status_code in (206, 416) and not _restarted:
+                # 416: the part is longer than the file; 206 from another offset than asked: a broken Range
+                # answer. Either way the part cannot be continued: start again from byte 0, once.
                 response.close()
                 part.unlink(missing_ok=True)
                 return self.download_resumable(url, part, length, progress, _restarted=True)

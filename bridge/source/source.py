@@ -361,7 +361,11 @@ class UpdateSource:
         except tuf_exc.RepositoryError as exc:  # DeserializationError included
             raise TamperedError(f"{action}: invalid metadata refused: {exc}") from exc
         except OSError as exc:
-            raise SourceError(f"{action}: cannot use the cache in {self.path}: {exc}") from exc
+            raise SourceError(
+                f"{action}: cannot use the cache in {self.path}: {exc}",
+                hint="Free disk space there (or set BRIDGE_DATA_DIR to a folder with room), then run the command "
+                "again; a partial download resumes.",
+            ) from exc
 
     def _diagnose_bad_signature(self, action: str, exc: Exception) -> SourceError:
         """Tell a wrong trusted root (another repository) from tampered metadata."""
