@@ -21,6 +21,7 @@ import logging
 import mimetypes
 import os
 import re
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -57,6 +58,17 @@ class RepositoryHTTPServer(ThreadingHTTPServer):
         self.root = root.resolve(strict=True)
         self.request_log: deque[tuple[str, str, int]] = deque(maxlen=10_000)
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request is routine (a bridge cancelled, a probe); anything else is logged.
+
+        The standard library prints a traceback to stderr here, which would land in the middle of `bridge demo`.
+        """
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            logger.debug("client %s went away: %s", client_address, exc)
+        else:
+            logger.warning("request from %s failed", client_address, exc_info=True)
 
     @property
     def url(self) -> str:

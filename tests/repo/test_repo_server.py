@@ -143,3 +143,26 @@ def test_serves_a_plain_folder_too(tmp_path: Path) -> None:
     with serve_repository(tmp_path) as url, httpx.Client(base_url=url) as client:
         response = client.get("/a.bin")
         assert response.content == b"\x01\x02"
+
+
+def test_a_client_that_resets_mid_request_prints_no_traceback(
+    served: tuple[Repository, ServedURL, str], capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import struct
+    from urllib.parse import urlsplit
+
+    _, url, _ = served
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    for _ in range(3):
+        sock = socket.create_connection((parts.hostname, parts.port))
+        sock.sendall(b"GET /metadata/timestamp.json HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+        # SO_LINGER 0: close() sends RST, so the server's read fails with ConnectionResetError.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    # The server still answers afterwards, and nothing was printed by the standard library's handler.
+    assert httpx.get(f"{url}/metadata/timestamp.json").status_code == 200
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err
+    assert "ConnectionResetError" not in captured.err
