@@ -158,6 +158,8 @@ class Installer:
         self.from_version = session.info.running_version if session is not None else ""
         self._begun = False
         self._started = time.monotonic()
+        self._partitions = ("", "")
+        """(running, next) partition as INFO named them at the latest BEGIN."""
 
     # -- links ----------------------------------------------------------------------------------------------
 
@@ -229,7 +231,7 @@ class Installer:
         before = session.info
         self.from_version = before.running_version
         preflight(before, plan, self.config)
-        old_partition, new_partition = before.running_partition, before.next_partition
+        self._partitions = (before.running_partition, before.next_partition)
 
         # Upload, verify, commit. A link that drops in FINISH or COMMIT is reconnected and the tail is replayed:
         # BEGIN with the same SHA-256 answers the board's offset (the whole image if it kept it), FINISH and
@@ -277,7 +279,7 @@ class Installer:
                 async for event in stream:
                     yield event
             info = self.session.info if self.session is not None else None
-            if info is not None and info.running_partition == new_partition and already_running(info, plan):
+            if info is not None and info.running_partition == self._partitions[1] and already_running(info, plan):
                 rebooted_already = True  # it committed and restarted before we heard COMMIT_OK
                 break
         self._begun = False  # the board now boots the new image; an ABORT would be meaningless
@@ -292,6 +294,7 @@ class Installer:
             await session.wait_disconnected(self.config.reply_timeout_s)
         await self._drop()
 
+        old_partition, new_partition = self._partitions  # as the board saw them at the last BEGIN
         confirming = self._confirm(plan, old_partition=old_partition, new_partition=new_partition)
         async with contextlib.aclosing(confirming) as stream:
             async for event in stream:
@@ -302,6 +305,7 @@ class Installer:
         sha256 = bytes.fromhex(plan.image.sha256)
         meter = RateMeter()
         failures = 0  # reconnects in a row without progress
+        last_error: BridgeError | None = None
         acked = 0
         restarted = restart  # one restart from 0 per install at most
         send_restart = restart  # the RESTART flag goes on the next BEGIN only
@@ -321,6 +325,8 @@ class Installer:
                         restart=send_restart,
                     )
                     send_restart = False
+                    # Another bridge may have installed an image meanwhile: the slots are the ones INFO names now.
+                    self._partitions = (session.info.running_partition, session.info.next_partition)
                     resumed_from = begin_ok.offset
                     if resumed_from:
                         logger.info("%s: resuming at byte %d of %d", board, resumed_from, size)
@@ -347,11 +353,13 @@ class Installer:
                     reason = exc.message
                 except (DisconnectedError, BoardTimeoutError, ProtocolViolationError) as exc:
                     reason = exc.message
+                    last_error = exc
                 failures += 1
                 if failures > self.config.reconnect_attempts:
-                    raise DisconnectedError(
-                        f"the upload to {board} made no progress after {failures - 1} reconnects: {reason}"
-                    )
+                    message = f"the upload to {board} made no progress after {failures - 1} reconnects: {reason}"
+                    if isinstance(last_error, ProtocolViolationError):  # the board, not the radio (exit 7)
+                        raise ProtocolViolationError(message, hint=last_error.hint) from last_error
+                    raise DisconnectedError(message)
                 async with contextlib.aclosing(self._reconnect(reason, acked)) as stream:
                     async for event in stream:
                         yield event

@@ -52,6 +52,12 @@ logger = logging.getLogger(__name__)
 
 E = TypeVar("E")
 
+#: What to do when the conversation with the board broke down (its firmware, or ours, left the protocol).
+PROTOCOL_HINT = (
+    "Run the command again (the board keeps its firmware); if it happens again, the board's OTA firmware does not "
+    "follow the protocol: report it with the output of `bridge --debug`."
+)
+
 
 def board_error(error: Error, doing: str) -> BoardRejectedError:
     """The exception for an ERROR the board sent while ``doing`` something."""
@@ -131,7 +137,9 @@ class BoardSession:
         try:
             return self.connection.send(message)
         except LocalProtocolError as exc:  # our own bug or a state mix-up: never leak protocol types
-            raise ProtocolViolationError(f"cannot send {type(message).__name__.upper()} now: {exc.message}") from exc
+            raise ProtocolViolationError(
+                f"cannot send {type(message).__name__.upper()} now: {exc.message}", hint=PROTOCOL_HINT
+            ) from exc
 
     async def _next_event(self, timeout_s: float) -> object:
         """The next protocol event, reading notifications as needed (raced against disconnect and timeout)."""
@@ -139,7 +147,9 @@ class BoardSession:
             try:
                 event = self.connection.next_event()
             except ProtocolError as exc:
-                raise ProtocolViolationError(f"{self.label} broke the protocol: {exc.message}") from exc
+                raise ProtocolViolationError(
+                    f"{self.label} broke the protocol: {exc.message}", hint=PROTOCOL_HINT
+                ) from exc
             if isinstance(event, UpdateRequest):
                 continue  # the board asks for an update while we are already driving one
             if event is not None:
@@ -236,7 +246,9 @@ class BoardSession:
             try:
                 event = self.connection.next_event()
             except ProtocolError as exc:
-                raise ProtocolViolationError(f"{self.label} broke the protocol: {exc.message}") from exc
+                raise ProtocolViolationError(
+                    f"{self.label} broke the protocol: {exc.message}", hint=PROTOCOL_HINT
+                ) from exc
             if event is None:
                 return newest
             if isinstance(event, Ack):
