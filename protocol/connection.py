@@ -117,11 +117,37 @@ class _Conversation:
         # Events, and errors to raise from next_event() in order.
         self._events: deque[object] = deque()
         self._fatal: RemoteProtocolError | None = None
+        self._hello: Hello | None = None
+        self._info: Info | None = None
+        self._begin: Begin | None = None
+        self._window_bytes = 0
 
     @property
     def state(self) -> State:
         """The conversation state (``State.ERROR`` after a fatal protocol error)."""
         return self._state
+
+    @property
+    def features(self) -> Feature:
+        """Features both sides support (empty before INFO)."""
+        if self._hello is None or self._info is None:
+            return Feature.NONE
+        return self._hello.features & self._info.features
+
+    @property
+    def begin(self) -> Begin | None:
+        """The BEGIN of the current transfer (None outside one)."""
+        return self._begin
+
+    @property
+    def image_size(self) -> int:
+        """Size announced in BEGIN (0 when none)."""
+        return 0 if self._begin is None else self._begin.size
+
+    @property
+    def window_bytes(self) -> int:
+        """The window granted in BEGIN_OK (0 before)."""
+        return self._window_bytes
 
     def _pop_event(self) -> object | None:
         if self._events:
@@ -151,9 +177,6 @@ class _Conversation:
             raise LocalProtocolError(
                 f"{message.TYPE.name} is not allowed in state {self._state.value}", code=ErrorCode.BAD_STATE
             )
-
-    _begin: Begin | None
-    _window_bytes: int
 
     def _end_transfer(self) -> None:
         """Forget the transfer once the conversation is back in READY/START (ABORT, ERROR, NO_UPDATE...)."""
@@ -207,10 +230,6 @@ class BridgeConnection(_Conversation):
 
     def __init__(self, *, max_write_bytes: int = MIN_DATAGRAM_BYTES) -> None:
         super().__init__(_check_datagram_bytes("max_write_bytes", max_write_bytes))
-        self._hello: Hello | None = None
-        self._info: Info | None = None
-        self._begin: Begin | None = None
-        self._window_bytes = 0
         self._acked_offset = 0
         self._send_offset = 0
         self._highest_sent = 0
@@ -225,13 +244,6 @@ class BridgeConnection(_Conversation):
         return self._info
 
     @property
-    def features(self) -> Feature:
-        """Features both sides support (empty before INFO)."""
-        if self._hello is None or self._info is None:
-            return Feature.NONE
-        return self._hello.features & self._info.features
-
-    @property
     def max_write_bytes(self) -> int:
         """Datagram size used for control writes and data frames."""
         return self._datagram_bytes
@@ -239,21 +251,6 @@ class BridgeConnection(_Conversation):
     def set_max_write_bytes(self, max_write_bytes: int) -> None:
         """The ATT payload changed (MTU exchange finished late): use it from the next datagram on."""
         self._datagram_bytes = _check_datagram_bytes("max_write_bytes", max_write_bytes)
-
-    @property
-    def begin(self) -> Begin | None:
-        """The BEGIN of the current transfer."""
-        return self._begin
-
-    @property
-    def image_size(self) -> int:
-        """Size of the image being transferred (0 when none)."""
-        return 0 if self._begin is None else self._begin.size
-
-    @property
-    def window_bytes(self) -> int:
-        """Window granted by BEGIN_OK (0 before)."""
-        return self._window_bytes
 
     @property
     def acked_offset(self) -> int:
@@ -525,11 +522,7 @@ class BoardConnection(_Conversation):
         self._max_version = max_version
         self._ack_interval_setting = ack_interval_bytes
         self._outbox: list[bytes] = []
-        self._hello: Hello | None = None
         self._negotiated_version: int | None = None
-        self._info: Info | None = None
-        self._begin: Begin | None = None
-        self._window_bytes = 0
         self._received_offset = 0
         self._written_offset = 0
         self._last_acked = 0
@@ -548,13 +541,6 @@ class BoardConnection(_Conversation):
         return self._negotiated_version
 
     @property
-    def features(self) -> Feature:
-        """Features both sides support (empty before INFO)."""
-        if self._hello is None or self._info is None:
-            return Feature.NONE
-        return self._hello.features & self._info.features
-
-    @property
     def max_notify_bytes(self) -> int:
         """Datagram size used for notifications."""
         return self._datagram_bytes
@@ -562,21 +548,6 @@ class BoardConnection(_Conversation):
     def set_max_notify_bytes(self, max_notify_bytes: int) -> None:
         """The ATT MTU changed: cut notifications at the new size."""
         self._datagram_bytes = _check_datagram_bytes("max_notify_bytes", max_notify_bytes)
-
-    @property
-    def begin(self) -> Begin | None:
-        """The BEGIN being answered or received."""
-        return self._begin
-
-    @property
-    def image_size(self) -> int:
-        """Size announced in BEGIN (0 when none)."""
-        return 0 if self._begin is None else self._begin.size
-
-    @property
-    def window_bytes(self) -> int:
-        """The window granted in BEGIN_OK."""
-        return self._window_bytes
 
     @property
     def ack_interval_bytes(self) -> int:
