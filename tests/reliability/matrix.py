@@ -73,6 +73,8 @@ class TrialResult:
     corrupt_files: int = 0
     rerun: Outcome | None = None
     """After a clean abort, the same command run again without the fault (what the hint tells a person to do)."""
+    resumed_from: tuple[int, ...] = ()
+    """Offsets the transfer resumed from after a reconnection (0 when the board restarted it)."""
     duration_s: float = 0.0
 
     @property
