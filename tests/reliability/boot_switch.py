@@ -213,7 +213,7 @@ def run_boot_switch_trial(cut: BootSwitchCut, images: _Images, contents: bytes, 
     else:
         outcome = Outcome.NEW if first == "new" else Outcome.OLD
     return TrialResult(
-        fault_class="power loss in the boot switch (otadata)",
+        fault_class="boot switch: power loss in otadata",
         name=f"{cut.scenario}: operation {cut.cut_at}, torn {cut.torn_bytes}",
         outcome=outcome,
         expected=frozenset({Outcome.NEW, Outcome.OLD}),

@@ -156,8 +156,6 @@ class Context:
         async def guarded() -> None:
             try:
                 await coro
-            except BridgeError:
-                raise
             except Exception as exc:  # a hook that fails is a failing trial, not a silent one
                 self.failures.append(exc)
 
@@ -581,7 +579,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     for offset in disconnect_offsets(size, count):
         trials.append(
             SimTrial(
-                "BLE disconnect during upload",
+                "e2e: disconnect during upload",
                 f"at byte {offset:,}",
                 SimFaults(disconnect_at_offsets=(offset,)),
                 expect=new_only,
@@ -590,7 +588,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     many = tuple(disconnect_offsets(size, 8)[1:-1])
     trials.append(
         SimTrial(
-            "BLE disconnect during upload",
+            "e2e: disconnect during upload",
             f"{len(many)} disconnects in one upload",
             SimFaults(disconnect_at_offsets=many),
             config={"reconnect_attempts": 3},
@@ -601,26 +599,26 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     link_lost = frozenset({5})
     trials += [
         SimTrial(
-            "BLE disconnect at a command",
+            "e2e: disconnect at a command",
             "during BEGIN (erasing)",
             board=slow_erase,
             hooks=(lambda: DropLinkInBoardPhase("begin"),),
             expect=new_only,
         ),
         SimTrial(
-            "BLE disconnect at a command",
+            "e2e: disconnect at a command",
             "during FINISH (verifying)",
             hooks=(lambda: DropLinkInBoardPhase("finish"),),
             exit_codes=link_lost,
         ),
         SimTrial(
-            "BLE disconnect at a command",
+            "e2e: disconnect at a command",
             "during COMMIT (boot switch)",
             hooks=(lambda: DropLinkInBoardPhase("commit"),),
             exit_codes=link_lost,
         ),
         SimTrial(
-            "BLE disconnect at a command",
+            "e2e: disconnect at a command",
             "after the reboot, before confirmation",
             hooks=(DropLinkAfterReboot,),
             expect=new_only,
@@ -630,7 +628,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     for offset in power:
         trials.append(
             SimTrial(
-                "power loss during upload",
+                "e2e: power loss during upload",
                 f"at byte {offset:,}",
                 SimFaults(power_loss_at_offset=offset),
                 expect=new_only,
@@ -638,19 +636,19 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
         )
     trials += [
         SimTrial(
-            "power loss at the boot switch",
+            "e2e: power loss at the boot switch",
             "before the otadata write",
             hooks=(lambda: PowerCutAtCommit("before"),),
             exit_codes=link_lost,
         ),
         SimTrial(
-            "power loss at the boot switch",
+            "e2e: power loss at the boot switch",
             "after the otadata write",
             hooks=(lambda: PowerCutAtCommit("after"),),
             exit_codes=link_lost,
         ),
         SimTrial(
-            "power loss at the boot switch",
+            "e2e: power loss at the boot switch",
             "during the new image's self-test",
             board={"self_test_s": 0.3},
             hooks=(PowerCutWhilePendingVerify,),
@@ -667,7 +665,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
                 knob_value: dict[str, Any] = {knob: frames}
                 trials.append(
                     SimTrial(
-                        "data frames lost / duplicated / corrupted",
+                        "e2e: data frames lost / duplicated / corrupted",
                         f"{kind} {rate:.0%} (seed {seed}, {len(frames)} frames)",
                         SimFaults(**knob_value),
                         expect=new_only,
@@ -676,7 +674,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     protocol_broken = frozenset({7})
     trials += [
         SimTrial(
-            "link limits",
+            "e2e: link limits",
             "ATT MTU 23 (20-byte writes)",
             hooks=(CapMtu,),
             config={"ack_timeout_s": 10.0},
@@ -685,7 +683,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
             timeout_s=300.0,
         ),
         SimTrial(
-            "link limits",
+            "e2e: link limits",
             "board accepts frames of 64 bytes only",
             board={"max_frame_bytes": 64},
             expect=new_only,
@@ -693,33 +691,33 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
             timeout_s=300.0,
         ),
         SimTrial(
-            "link limits",
+            "e2e: link limits",
             "board buffer of 2 KB behind a 16 KB window",
             SimFaults(rx_buffer_bytes=2048),
             expect=new_only,
         ),
         SimTrial(
-            "lying board",
+            "e2e: lying board",
             "ACKs 4 KB beyond what it wrote",
             SimFaults(ack_lie_bytes=4096),
             expect=frozenset({Outcome.ABORT}),
             exit_codes=protocol_broken,
         ),
         SimTrial(
-            "lying board",
+            "e2e: lying board",
             "FINISH_OK with another SHA-256",
             hooks=(LieInFinishOk,),
             expect=frozenset({Outcome.ABORT}),
             exit_codes=protocol_broken,
         ),
         SimTrial(
-            "board resets and stalls",
+            "e2e: board resets and stalls",
             "reset at 40 % of the upload",
             hooks=(lambda: AtProgress(0.4, "reboot"),),
             expect=new_only,
         ),
         SimTrial(
-            "board resets and stalls",
+            "e2e: board resets and stalls",
             "erase of the whole image up front, flash 2x slow (several seconds)",
             SimFaults(flash_slowdown=2.0),
             board={"erase_strategy": EraseStrategy.UP_FRONT, "time_scale": 1.0},
@@ -727,7 +725,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
             timeout_s=180.0,
         ),
         SimTrial(
-            "board resets and stalls",
+            "e2e: board resets and stalls",
             "flash stalls 3 s mid-upload (past the ACK timeout)",
             board={"erase_strategy": EraseStrategy.BLOCK_AHEAD_64K, "time_scale": 1.0},
             hooks=(lambda: AtProgress(0.5, "stall", stall_s=3.0),),
@@ -736,33 +734,33 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
             timeout_s=180.0,
         ),
         SimTrial(
-            "second bridge",
+            "e2e: second bridge",
             "asks the connected board for its status",
             hooks=(lambda: AtProgress(0.3, "second-status"),),
             expect=new_only,
         ),
         SimTrial(
-            "second bridge",
+            "e2e: second bridge",
             "pushes another image to the connected board",
             hooks=(lambda: AtProgress(0.3, "second-push"),),
             expect=new_only,
         ),
         SimTrial(
-            "second bridge",
+            "e2e: second bridge",
             "reads the board while the first reconnects",
             SimFaults(disconnect_at_offsets=(size * 2 // 5,)),
             hooks=(lambda: SecondBridgeInTheGap("status"),),
             expect=new_only,
         ),
         SimTrial(
-            "second bridge",
+            "e2e: second bridge",
             "installs another image while the first reconnects",
             SimFaults(disconnect_at_offsets=(size * 2 // 5,)),
             hooks=(lambda: SecondBridgeInTheGap("push"),),
             expect=new_only,
         ),
         SimTrial(
-            "new firmware fails",
+            "e2e: new firmware fails",
             "self-test fails (rolled back)",
             board={"self_test": SelfTest.FAIL},
             expect=frozenset({Outcome.OLD}),
@@ -771,7 +769,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
     if full:
         trials += [
             SimTrial(
-                "board resets and stalls",
+                "e2e: board resets and stalls",
                 f"reset at {pct} % of the upload",
                 hooks=(functools.partial(AtProgress, pct / 100, "reboot"),),
                 expect=new_only,
@@ -780,7 +778,7 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
         ]
         trials.append(
             SimTrial(
-                "new firmware fails",
+                "e2e: new firmware fails",
                 "never confirms itself, then resets",
                 board={"self_test": SelfTest.NO_CONFIRM},
                 config={"reboot_timeout_s": 3.0},
