@@ -36,10 +36,12 @@ from bridge.sim.board import SimulatedBoard
 from bridge.sim.config import SelfTest, SimBoardConfig, SimFaults
 from bridge.sim.esp_ota import OtaImgState
 from bridge.sim.world import VirtualWorld
+from bridge.source import trust_server
 from protocol import FinishOk, MessageType, encode_message
 from protocol.constants import EraseStrategy
 
 from .matrix import GOOD, Outcome, Stopwatch, TrialResult, capture_errors, check_message
+from .server import Fault, FaultyServer, audit_cache, publish
 
 __all__ = [
     "Images",
@@ -55,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 #: Exit codes `bridge push` documents for a failed update (bridge/cli/update_cmds.py, push_cmd).
 PUSH_EXIT_CODES = frozenset({4, 5, 6, 7, 8})
+#: `bridge sync` adds 9 (the update server failed).
+SYNC_EXIT_CODES = PUSH_EXIT_CODES | {9}
 _BLOCK = 64 * 1024
 #: What `bridge push` exits with when the push itself ended without an error.
 _EXIT_BY_OUTCOME = {Outcome.NEW: 0, Outcome.OLD: 8}
@@ -147,6 +151,8 @@ class Context:
     board: SimulatedBoard
     images: Images
     bridge: Bridge
+    sync: bool = False
+    """Drive ``Bridge.sync`` (from the update server) instead of ``Bridge.push`` (a local file)."""
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
@@ -412,6 +418,10 @@ class SimTrial:
     """The documented exit codes for a clean abort of this trial."""
     max_bytes: int | None = None
     """Push a built image of this size instead when the trial's image is larger (slow links: MTU 23)."""
+    server_faults: tuple[Fault, ...] | None = None
+    """Not None: ``Bridge.sync`` from a loopback update server (that misbehaves so) instead of ``push``."""
+    prefetch: bool = False
+    """With a server: ``Bridge.fetch`` into the offline cache before the server starts to misbehave."""
     timeout_s: float = 120.0
 
 
@@ -455,7 +465,12 @@ async def _push(ctx: Context, hooks: list[Hook], timeout_s: float) -> _Push:
     result = _Push()
     try:
         async with asyncio.timeout(timeout_s):
-            async for event in ctx.bridge.push(ctx.board.address, ctx.images.new_path):
+            events = (
+                ctx.bridge.sync(ctx.board.address)
+                if ctx.sync
+                else ctx.bridge.push(ctx.board.address, ctx.images.new_path)
+            )
+            async for event in events:
                 result.events += 1
                 if not isinstance(event, Uploading):
                     logger.debug("event: %s", event)
@@ -500,12 +515,23 @@ async def run_sim_trial(trial: SimTrial, images: Images, workdir: Path, *, rerun
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     if trial.max_bytes is not None and images.size > trial.max_bytes:
         images = await asyncio.to_thread(built_images, workdir / "images", trial.max_bytes)
-    with Stopwatch() as watch, capture_errors() as errors:
+    config = trial_config(workdir / "bridge-data", **trial.config)
+    with Stopwatch() as watch, capture_errors() as errors, contextlib.ExitStack() as stack:
+        server: FaultyServer | None = None
+        if trial.server_faults is not None:
+            published = await asyncio.to_thread(publish, workdir / "published", images.new_path)
+            server = stack.enter_context(FaultyServer(published.public, []))
+            await asyncio.to_thread(trust_server, server.url, published.root_json, data_dir=config.data_dir)
+            config = config.replace(server_url=server.url, http_timeout_s=1.0)
         async with VirtualWorld() as world:
             board = await world.add_board(_board_config(trial, images))
-            config = trial_config(workdir / "bridge-data", **trial.config)
             async with Bridge(config, backend=world.backend) as bridge:
-                ctx = Context(world, board, images, bridge)
+                ctx = Context(world, board, images, bridge, sync=server is not None)
+                if server is not None:
+                    if trial.prefetch:
+                        await bridge.fetch()
+                        ctx.notes.append("fetched into the offline cache first")
+                    server.state.faults = [dataclasses.replace(f) for f in trial.server_faults or ()]
                 hooks = [make() for make in trial.hooks]
                 for hook in hooks:
                     hook.install(ctx)
@@ -523,9 +549,12 @@ async def run_sim_trial(trial: SimTrial, images: Images, workdir: Path, *, rerun
                     for undo in reversed(ctx.restore):
                         undo()
                     board.set_faults(SimFaults())
+                    if server is not None:
+                        server.heal()
                     second = await _push(ctx, [], trial.timeout_s)
                     await _settle(board)
                     again, _ = _classify(second, _board_image(board, images), errors.tracebacks)
+                corrupt = audit_cache(config.data_dir, {images.new_sha: images.new}).corrupt if server else []
                 stats = board.stats
                 detail = "; ".join(
                     [
@@ -535,6 +564,7 @@ async def run_sim_trial(trial: SimTrial, images: Images, workdir: Path, *, rerun
                         f"{stats.power_losses} power losses" if stats.power_losses else "",
                         f"{stats.resent_bytes:,} bytes resent" if stats.resent_bytes else "",
                         why,
+                        *corrupt,
                     ]
                 ).strip("; ")
     error = push.error
@@ -549,6 +579,7 @@ async def run_sim_trial(trial: SimTrial, images: Images, workdir: Path, *, rerun
         board=board_image,
         detail=detail.replace("; ; ", "; "),
         rerun=again,
+        corrupt_files=len(corrupt),
         resumed_from=tuple(push.resumed_from),
         duration_s=watch.elapsed_s,
     )
@@ -765,6 +796,39 @@ def sim_trials(size: int, *, full: bool) -> list[SimTrial]:
             board={"self_test": SelfTest.FAIL},
             expect=frozenset({Outcome.OLD}),
         ),
+    ]
+
+    # The whole chain: `Bridge.sync` downloads from a loopback TUF server and installs over BLE.
+    def via_server(name: str, server_faults: tuple[Fault, ...], expect: frozenset[Outcome], **kw: Any) -> SimTrial:
+        return SimTrial(
+            "e2e: sync through a faulty server",
+            name,
+            server_faults=server_faults,
+            expect=expect,
+            exit_codes=SYNC_EXIT_CODES,
+            max_bytes=256 * 1024,
+            **kw,
+        )
+
+    trials += [
+        via_server(
+            "link drops mid-upload (server healthy)",
+            (),
+            new_only,
+            faults=SimFaults(disconnect_at_offsets=(100_000,)),
+        ),
+        via_server(
+            "download cut at 40 %, then resumed",
+            (Fault("truncate", "image", at=100_000, times=1),),
+            frozenset({Outcome.ABORT}),
+        ),
+        via_server(
+            "server down after `bridge fetch`: installs from the offline cache",
+            (Fault("status", "timestamp", status=503),),
+            new_only,
+            prefetch=True,
+        ),
+        via_server("server serves a tampered image", (Fault("garbage", "image"),), frozenset({Outcome.ABORT})),
     ]
     if full:
         trials += [

@@ -2,7 +2,8 @@
 
 Link drops at 9 offsets and at BEGIN, FINISH, COMMIT and after the reboot; power loss at 4 offsets and around the
 boot switch; 1 % and 5 % of frames lost, duplicated, corrupted; MTU 23; a board that takes 64-byte frames or has a
-small buffer; lying boards; a reset and flash stalls; a second bridge; a failing self-test. The board afterwards
+small buffer; lying boards; a reset and flash stalls; a second bridge; a failing self-test; and `Bridge.sync`
+through a misbehaving loopback update server. The board afterwards
 boots the new image or the old one, and the bridge says which (or stops with a message, and a re-run succeeds).
 A 256 KB built image keeps this under a minute; two trials push the real 1.5 MB P11 image.
 """
