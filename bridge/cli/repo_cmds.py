@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -98,12 +100,27 @@ def add_cmd(
     image: Annotated[Path, typer.Argument(help="The app image (build/<project>.bin).", show_default=False)],
     channel: ChannelOpt = "stable",
     notes: Annotated[str, typer.Option("--notes", help="Release notes shown to technicians.")] = "",
+    project: Annotated[
+        str | None,
+        typer.Option(
+            "--project",
+            help="Project name for an image whose app descriptor has none (Tasmota, MicroPython, pre-IDF-3.3); "
+            "must match the descriptor when it has one.",
+        ),
+    ] = None,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Version for an image whose app descriptor has none; must match it otherwise."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Validate an image and upload it to the repository, staged (not offered to boards until `confirm`)."""
     from bridge.repo import Repository
 
-    entry = _call(lambda: Repository(directory).add(image, channel=channel, notes=notes), as_json=as_json)
+    entry = _call(
+        lambda: Repository(directory).add(image, channel=channel, notes=notes, project=project, version=version),
+        as_json=as_json,
+    )
     if as_json:
         print_json({**entry.to_dict(), "already_present": entry.already_present})
         return
@@ -115,7 +132,24 @@ def add_cmd(
         soft_wrap=True,
     )
     if not entry.confirmed:
-        console.print(f"Publish it with: bridge repo confirm {directory} {entry.project} '{entry.version}'")
+        console.print(f"Publish it with: {confirm_command(directory, entry)}", soft_wrap=True)
+
+
+def confirm_command(directory: Path, entry: Any) -> str:
+    """The ``bridge repo confirm`` line that publishes ``entry`` (a staged RepoEntry), quoted for a POSIX shell.
+
+    It always names the chip and the channel, so it works even when the same version is staged for several chips.
+    """
+    from bridge.image import Chip
+
+    try:
+        chip = Chip(entry.chip).name.lower()
+    except ValueError:
+        chip = str(entry.chip)
+    words = ["bridge", "repo", "confirm", str(directory), entry.project, entry.version, "--chip", chip]
+    if entry.channel != "stable":
+        words += ["--channel", entry.channel]
+    return shlex.join(words)
 
 
 @repo_app.command("confirm")
@@ -258,6 +292,9 @@ def serve_cmd(
     raise typer.Exit(int(ExitCode.OK))
 
 
+_MAX_ROOT_BYTES = 512_000
+
+
 def trust_cmd(
     ctx: typer.Context,
     url: Annotated[str, typer.Argument(help="The server's base URL (the folder holding metadata/ and targets/).")],
@@ -292,11 +329,20 @@ def trust_cmd(
         if root is not None:
             if not root.is_file():
                 raise UsageError(f"{root}: no such file", hint="Give the repository's metadata/1.root.json.")
-            root_bytes = root.read_bytes()
+            if root.stat().st_size > _MAX_ROOT_BYTES:
+                raise UsageError(
+                    f"{root} is {root.stat().st_size:,} bytes: too large for root metadata (not a root.json file)",
+                    hint="Give the repository's metadata/1.root.json.",
+                )
+            try:
+                root_bytes = root.read_bytes()
+            except OSError as exc:
+                raise UsageError(f"cannot read {root}: {exc.strerror or exc}") from exc
         config = load_config(options.config_file, overrides={"data_dir": data_dir})
-        return trust_server(url, root_bytes, fingerprint=fingerprint, data_dir=config.data_dir, replace=replace)
+        trusted = trust_server(url, root_bytes, fingerprint=fingerprint, data_dir=config.data_dir, replace=replace)
+        return trusted, config.server_url
 
-    trusted = _call(action, as_json=as_json)
+    trusted, server_url = _call(action, as_json=as_json)
     if as_json:
         print_json(
             {
@@ -312,3 +358,26 @@ def trust_cmd(
         return
     state = "now trusted" if trusted.changed else "already trusted"
     console.print(f"{trusted.url} is {state} (root fingerprint {trusted.fingerprint}).", soft_wrap=True)
+    console.print(_server_url_advice(trusted.url, server_url), soft_wrap=True, markup=False)
+
+
+def _server_url_advice(url: str, configured: str | None) -> str:
+    """Trusting a server does not select it: say how `status` / `sync` find it (NEWUSER item 13)."""
+    from bridge.source.trust import normalise_url
+
+    try:
+        same = configured is not None and normalise_url(configured) == url
+    except BridgeError:
+        same = False
+    if same:
+        return "It is the configured server (server_url): `bridge status` and `bridge sync` use it."
+    setting = f"server_url = {json.dumps(url)}"
+    if configured:
+        return (
+            f"The configured server is {configured}, not this one; to use this one set `{setting}` in config.toml "
+            f"or BRIDGE_SERVER_URL={shlex.quote(url)}."
+        )
+    return (
+        f"Set it as your server: `{setting}` in config.toml, or BRIDGE_SERVER_URL={shlex.quote(url)} "
+        "(with no server configured, bridge uses the only trusted server)."
+    )

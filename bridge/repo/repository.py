@@ -33,7 +33,7 @@ from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 from tuf.api import exceptions as tuf_exc
 from tuf.api.metadata import Metadata, TargetFile, Targets  # type: ignore[attr-defined]
 
-from bridge.errors import BridgeError, RepositoryError
+from bridge.errors import BridgeError, RepositoryError, UsageError
 from bridge.repo.keys import KEY_FILES, ROLE_KEYS, generate_keys, load_signer
 from bridge.repo.store import MetadataStore
 from bridge.source._fs import atomic_write, file_lock
@@ -380,10 +380,21 @@ class Repository:
 
     # -- add ---------------------------------------------------------------------------------------------------
     @_translated
-    def add(self, image_path: Path | str, channel: str = "stable", notes: str = "") -> StagedRelease:
+    def add(
+        self,
+        image_path: Path | str,
+        channel: str = "stable",
+        notes: str = "",
+        *,
+        project: str | None = None,
+        version: str | None = None,
+    ) -> StagedRelease:
         """Validate an image, store it content-addressed in the served tree and stage it (unconfirmed).
 
         Refuses a file that is not a valid app image with the image module's :class:`ImageError`.
+        ``project`` / ``version`` name the release when the image's app descriptor leaves them empty or has none
+        (Tasmota, MicroPython, pre-IDF-3.3 builds); they must equal the descriptor's values where it has them
+        (:class:`UsageError` otherwise).
         """
         from bridge.image import Chip, validate_image
 
@@ -402,20 +413,11 @@ class Repository:
         self._require()
         data = image_path.read_bytes()
         info = validate_image(data)
-        if info.app is None or not info.project or not info.version:
-            missing = (
-                "an app descriptor" if info.app is None else ("a project name" if not info.project else "a version")
-            )
-            raise RepositoryError(
-                f"{image_path.name} has no {missing.removeprefix('an ').removeprefix('a ')}: bridges could not tell "
-                "which project or version a board runs",
-                hint="Build it with ESP-IDF >= 3.3 and set PROJECT_NAME and PROJECT_VER (idf.py).",
-            )
+        project = _release_name(image_path.name, "project", info.project, project, info.app is None)
+        version = _release_name(image_path.name, "version", info.version, version, info.app is None)
         sha = hashlib.sha256(data).hexdigest()
         chip = int(info.chip_id)
         chip_slug = Chip(chip).name.lower() if info.chip is not None else f"chip{chip}"
-        project = info.project
-        version = info.version
         safe_project = path_component(project)
         target_path = f"{safe_project}/{chip_slug}/{channel}/{safe_project}-{path_component(version)}.{sha[:12]}.bin"
         entry = RepoEntry(
@@ -432,7 +434,7 @@ class Repository:
             sha256=sha,
             target_path=target_path,
             notes=notes,
-            elf_sha256="" if info.app.elf_sha256_is_zero else info.app.elf_sha256.lower(),
+            elf_sha256="" if info.app is None or info.app.elf_sha256_is_zero else info.app.elf_sha256.lower(),
             added_at=_iso(self._clock()),
         )
         with self._locked():
@@ -485,9 +487,12 @@ class Repository:
         try:
             check_channel(channel)
             wanted_groups = tuple(sorted({check_board_id(g).lower() for g in groups}))
-            chip_id = None if chip is None else int(Chip.parse(chip))
         except ValueError as exc:
             raise RepositoryError(str(exc)) from exc
+        try:
+            chip_id = None if chip is None else int(Chip.parse(chip))
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="Use a chip of `bridge repo list`, e.g. --chip esp32c3.") from exc
         with self._locked() as config:
             entries = self._entries(self._targets())
             matches = [
@@ -512,7 +517,9 @@ class Repository:
                 chips = ", ".join(e.chip_name or str(e.chip) for e in matches)
                 raise RepositoryError(
                     f"{project} {version} on {channel!r} exists for several chips ({chips})",
-                    hint="Say which one with --chip.",
+                    hint="Say which one with --chip: "
+                    + ", ".join(f"--chip {_chip_word(e.chip)}" for e in matches)
+                    + ".",
                 )
             entry = matches[0]
             now = _iso(self._clock())
@@ -686,6 +693,47 @@ class Repository:
             targets_resigned=targets_resigned,
             warnings=tuple(warnings),
         )
+
+
+#: The app descriptor's field sizes (``esp_app_desc_t.project_name[32]``, ``version[32]``, NUL included).
+_DESCRIPTOR_CHARS = 31
+
+
+def _release_name(file_name: str, field: str, from_image: str, given: str | None, no_descriptor: bool) -> str:
+    """The release's ``field`` ("project" or "version"): the image's own value, else the one the publisher gave."""
+    if given is not None:
+        given = given.strip()
+        if not given:
+            raise UsageError(f"--{field} is empty", hint=f"Give the {field} of the release, or leave it out.")
+        if from_image and given != from_image:
+            raise UsageError(
+                f"--{field} {given!r} contradicts the {field} {from_image!r} in {file_name}'s app descriptor",
+                hint=f"Leave --{field} out: it is only for images whose descriptor has no {field}.",
+            )
+        if len(given) > _DESCRIPTOR_CHARS or not given.isprintable():
+            raise UsageError(
+                f"--{field} {given!r} must be at most {_DESCRIPTOR_CHARS} printable characters "
+                "(what an app descriptor holds)"
+            )
+        return given
+    if from_image:
+        return from_image
+    what = "an app descriptor (built before ESP-IDF v3.3)" if no_descriptor else f"an empty {field} in its descriptor"
+    raise RepositoryError(
+        f"{file_name} has no {field}: it has {what}, so bridges could not tell which release it is",
+        hint="Name the release when publishing: `bridge repo add DIR IMAGE --project NAME --version VERSION` (used "
+        "only where the image has no value; for ESP-IDF builds set PROJECT_NAME and PROJECT_VER instead).",
+    )
+
+
+def _chip_word(chip: int) -> str:
+    """How ``--chip`` spells a chip id (``esp32c3``; the number for an id the image module does not name)."""
+    from bridge.image import Chip
+
+    try:
+        return Chip(chip).name.lower()
+    except ValueError:
+        return str(chip)
 
 
 def _replace_entry(entry: RepoEntry, **changes: Any) -> RepoEntry:

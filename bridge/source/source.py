@@ -84,10 +84,15 @@ class UpdateCheck:
     newest: Release | None
     reason: str
     offline: bool = False
-    """True when the answer came from the offline cache because the server could not be reached."""
+    """True when the answer came from the offline cache (the server could not be reached, or
+    :meth:`UpdateSource.check_offline` was called): a UI should say so, e.g. "offline: using releases verified at
+    <verified_at>"."""
     verified_at: datetime | None = None
-    """Offline: when the server last vouched for ``release``."""
+    """Offline: when the server last vouched for ``release`` (or, with no release chosen, for the oldest cached
+    release the decision used); ``None`` online or when nothing usable is cached."""
     cached_path: Path | None = None
+    offline_cause: str = ""
+    """Offline after a failed refresh: why the server could not be used (``cannot connect to host:port ...``)."""
 
     @property
     def update_available(self) -> bool:
@@ -198,7 +203,7 @@ class UpdateSource:
                 raise
             logger.info("server unreachable (%s); deciding from the offline cache", exc.message)
             offline = await asyncio.to_thread(self.check_offline, board)
-            return replace(offline, reason=f"offline ({exc.message}): {offline.reason}")
+            return replace(offline, reason=f"offline ({exc.message}): {offline.reason}", offline_cause=exc.message)
         decision = decide(board, releases, offer_to_unknown=self.config.offer_to_unknown)
         return UpdateCheck(decision.status, decision.release, decision.running, decision.newest, decision.reason)
 
@@ -317,6 +322,7 @@ class UpdateSource:
             [r.release for r in fresh],
             known=[r.release for r in records],
             offer_to_unknown=self.config.offer_to_unknown,
+            offline=True,
         )
         chosen = next((r for r in fresh if decision.release is not None and r.release == decision.release), None)
         reason = decision.reason
@@ -329,7 +335,7 @@ class UpdateSource:
             decision.newest,
             reason,
             offline=True,
-            verified_at=chosen.verified_at if chosen else None,
+            verified_at=chosen.verified_at if chosen else min(r.verified_at for r in fresh),
             cached_path=chosen.path if chosen else None,
         )
 
@@ -403,7 +409,13 @@ class UpdateSource:
             bootstrap=root,
         )
 
+    def _require_trusted(self) -> None:
+        """Raise NotTrustedError before anything creates this server's folder (no empty folders for a typo URL)."""
+        if not (self.path / "trusted-root.json").is_file():
+            load_trusted_root(self.path, self.url)
+
     def _refresh_sync(self) -> None:
+        self._require_trusted()
         with self._lock, file_lock(self.path / ".lock"), self._translating(f"refreshing {self.url}"):
             self._refresh_locked()
 
@@ -475,6 +487,7 @@ class UpdateSource:
                 f"release {release.version} of {release.project} is {release.size} bytes, more than the "
                 f"{cap} allowed (SourceConfig.max_image_bytes)"
             )
+        self._require_trusted()
         with self._lock, file_lock(self.path / ".lock"), self._translating(f"downloading {release.target_path}"):
             refreshed = False
             if self._updater is None:
@@ -619,9 +632,11 @@ def _check_image(path: Path, release: Release) -> None:
     problems = []
     if info.chip_id != release.chip:
         problems.append(f"chip {info.chip_name or info.chip_id} instead of chip id {release.chip}")
-    if info.project != release.project:
+    # An image whose descriptor leaves the project or version empty (or has no descriptor) was named by the
+    # release engineer (`bridge repo add --project/--version`): the signed facts are all there is to compare.
+    if info.project and info.project != release.project:
         problems.append(f"project {info.project!r} instead of {release.project!r}")
-    if info.version != release.version:
+    if info.version and info.version != release.version:
         problems.append(f"version {info.version!r} instead of {release.version!r}")
     if info.secure_version != release.secure_version:
         problems.append(f"secure_version {info.secure_version} instead of {release.secure_version}")
