@@ -13,6 +13,7 @@ went wrong::
     ├── TrustError
     │   ├── NotTrustedError            no root stored for this server (`bridge trust` first)
     │   └── WrongRootError             the server's root is not the one that was trusted
+    │       └── RootFingerprintError   (also a SecurityError, exit 6) the root's SHA-256 is not the one given
     ├── SecurityError                  (exit 6) nothing from this answer is used
     │   ├── BadSignatureError          metadata not signed by the keys the trusted root names
     │   ├── TamperedError              a file's length or SHA-256 differs from signed metadata, or it does not parse
@@ -38,6 +39,7 @@ __all__ = [
     "NotTrustedError",
     "ReleaseGoneError",
     "RollbackError",
+    "RootFingerprintError",
     "ServerTimeoutError",
     "ServerUnreachableError",
     "StaleCacheError",
@@ -84,6 +86,16 @@ class WrongRootError(TrustError):
         "The server is signed by other keys than the root you trusted: check the URL, or, if the release "
         "engineer re-initialised the repository, run `bridge trust URL --root root.json --replace`."
     )
+
+
+class RootFingerprintError(WrongRootError, SecurityError):
+    """`bridge trust --fingerprint`: the root file is not the one the release engineer named (exit 6: refused).
+
+    A :class:`WrongRootError` for callers that catch trust problems, and a :class:`SecurityError` because the
+    file must not be trusted: it may have been swapped on the way.
+    """
+
+    default_hint = "Ask the release engineer for the fingerprint `bridge repo init` printed, and check the URL."
 
 
 class BadSignatureError(SecurityError):

@@ -83,10 +83,16 @@ def _find_in_chain(exc: BaseException, kind: type[BaseException]) -> BaseExcepti
 
 
 def _host(url: str) -> str:
+    """``host:port`` of ``url`` (the scheme's default port when the URL names none): what a user checks first."""
     try:
-        return httpx.URL(url).host or url
+        parsed = httpx.URL(url)
     except Exception:
         return url
+    if not parsed.host:
+        return url
+    host = f"[{parsed.host}]" if ":" in parsed.host else parsed.host
+    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
+    return f"{host}:{port}" if port else host
 
 
 def translate_httpx_error(exc: Exception, url: str, *, timeout_s: float) -> DownloadError:

@@ -29,10 +29,10 @@ import httpx
 from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
-from bridge.errors import TrustError
+from bridge.errors import ConfigError, SecurityError, TrustError, UsageError
 from bridge.source._fs import atomic_write, file_lock
 from bridge.source.config import resolve_data_dir
-from bridge.source.errors import NotTrustedError, WrongRootError
+from bridge.source.errors import NotTrustedError, RootFingerprintError
 from bridge.source.fetcher import http_status_error, translate_httpx_error
 
 __all__ = [
@@ -89,27 +89,41 @@ def root_fingerprint(root_bytes: bytes) -> str:
 def _check_fingerprint(value: str) -> str:
     match = _FINGERPRINT_RE.match(value.strip().lower().replace(" ", ""))
     if match is None:
-        raise TrustError(
-            f"invalid fingerprint {value!r}",
+        raise UsageError(
+            f"invalid fingerprint {value!r}: expected 64 hex digits (a SHA-256)",
             hint="Give the 64 hex digits `bridge repo init` printed (optionally prefixed with 'sha256:').",
         )
     return match.group(1)
 
 
 def parse_root(root_bytes: bytes) -> Metadata[Root]:
-    """Parse root metadata and check it is signed by its own root keys; raises TrustError otherwise."""
+    """Parse root metadata and check it is signed by its own root keys.
+
+    Raises :class:`UsageError` (exit 2) for a file that is not TUF root metadata at all (the wrong file was
+    given) and :class:`SecurityError` (exit 6) for root metadata whose signatures do not verify (tampered).
+    """
     try:
         md = Metadata[Root].from_bytes(root_bytes)
     except Exception as exc:  # DeserializationError and friends
-        raise TrustError(f"not TUF root metadata: {exc}", hint="Pass the root.json file of the repository.") from exc
+        try:
+            json.loads(root_bytes)
+            what = f"not TUF root metadata ({exc})"
+        except ValueError:
+            what = "not JSON (a root file is JSON)"
+        raise UsageError(
+            f"the root file is {what}", hint="Pass metadata/1.root.json of the repository (`bridge repo init`)."
+        ) from exc
     if not isinstance(md.signed, Root):
-        raise TrustError(
+        raise UsageError(
             f"this is {md.signed.type} metadata, not root metadata", hint="Pass metadata/1.root.json of the repository."
         )
     try:
         md.signed.verify_delegate(Root.type, md.signed_bytes, md.signatures)
     except UnsignedMetadataError as exc:
-        raise TrustError(f"the root metadata is not signed by its own root keys: {exc}") from exc
+        raise SecurityError(
+            f"the root metadata is not signed by its own root keys (tampered?): {exc}",
+            hint="Do not trust it: get metadata/1.root.json again from the release engineer.",
+        ) from exc
     return md
 
 
@@ -171,12 +185,25 @@ def trust_server(
         root_json = _download_root(normal, client, max_root_bytes)
     actual = root_fingerprint(root_json)
     if expected is not None and actual != expected:
-        raise WrongRootError(
+        raise RootFingerprintError(
             f"the root metadata has fingerprint {actual}, not the expected {expected}",
             hint="Ask the release engineer for the fingerprint `bridge repo init` printed, and check the URL.",
         )
     md = parse_root(root_json)
     folder = server_dir(data, normal)
+    try:
+        return _store_root(folder, normal, root_json, actual, md, replace=replace)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot use the data folder {data}: {exc.strerror or exc}"
+            + (f" ({exc.filename})" if exc.filename else ""),
+            hint="Point data_dir in config.toml, BRIDGE_DATA_DIR or --data-dir at a folder this user can write.",
+        ) from exc
+
+
+def _store_root(
+    folder: Path, normal: str, root_json: bytes, actual: str, md: Metadata[Root], *, replace: bool
+) -> TrustedServer:
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / ".lock"):
         current = _read_server_json(folder)
@@ -191,9 +218,10 @@ def trust_server(
                 changed=False,
             )
         if current is not None and not replace:
-            raise TrustError(
+            raise UsageError(
                 f"{normal} is already trusted with another root (fingerprint {current.get('fingerprint')})",
-                hint="If the release engineer really replaced the repository's root, add --replace.",
+                hint="If the release engineer really replaced the repository's root, run the command again with "
+                "--replace (this drops what was cached under the old root).",
             )
         if current is not None:
             for child in folder.iterdir():

@@ -111,11 +111,15 @@ def decide(
     *,
     known: Iterable[Release] | None = None,
     offer_to_unknown: bool = True,
+    offline: bool = False,
 ) -> UpdateDecision:
     """Apply the rule in the module docstring.
 
     ``releases`` are the candidates; ``known`` (default: the same) are used to recognise the running release.
+    ``offline``: they come from the offline cache, not the server (the reasons say so).
     """
+    unknown = "not in the offline cache" if offline else "unknown to the server"
+    holder = "the offline cache" if offline else "the server"
     releases = list(releases)
     known = releases if known is None else list(known)
     where = f"{board.project!r} on chip {board.chip} in channel {board.channel!r}"
@@ -136,7 +140,7 @@ def decide(
                 "its anti-rollback would refuse them"
             )
         else:
-            reason = f"the server has no confirmed release of {where} for board {board.board_id}"
+            reason = f"{holder} has no confirmed release of {where} for board {board.board_id}"
         return UpdateDecision(UpdateStatus.NO_RELEASE, None, running, None, reason)
     best = max(installable, key=lambda r: r.release_number)
     if running is not None:
@@ -170,8 +174,7 @@ def decide(
                 None,
                 None,
                 best,
-                f"the board runs {board.version!r}, unknown to the server but above its newest release "
-                f"{best.version!r}",
+                f"the board runs {board.version!r}, {unknown} but above its newest release {best.version!r}",
             )
         if board_key == best_key:
             return UpdateDecision(
@@ -187,7 +190,7 @@ def decide(
             None,
             None,
             best,
-            f"the board runs {board.version!r}, unknown to the server, and offers to unknown versions are off",
+            f"the board runs {board.version!r}, {unknown}, and offers to unknown versions are off",
         )
     shown = repr(board.version) if board.version else "an empty version"
     return UpdateDecision(
@@ -195,6 +198,5 @@ def decide(
         best,
         None,
         best,
-        f"the board runs {shown}, unknown to the server; its newest release {best.release_number} "
-        f"({best.version}) is offered",
+        f"the board runs {shown}, {unknown}; its newest release {best.release_number} ({best.version}) is offered",
     )

@@ -118,9 +118,9 @@ def test_trust_by_file_and_by_fingerprint(cli: typer.Typer, tmp_path: Path) -> N
         run(cli, "repo", "init", tmp_path / "other")
         other = tmp_path / "other/public/metadata/1.root.json"
         code, _, err = run(cli, "trust", url, "--root", other, "--data-dir", data)
-        assert code == ExitCode.SERVER and "already trusted with another root" in err and "--replace" in err
+        assert code == ExitCode.USAGE and "already trusted with another root" in err and "--replace" in err
         code, _, err = run(cli, "trust", url, "--fingerprint", "ab" * 32, "--data-dir", data)
-        assert code == ExitCode.SERVER and f"has fingerprint {fingerprint}, not the expected" in err
+        assert code == ExitCode.REFUSED and f"has fingerprint {fingerprint}, not the expected" in err
         code, _, _ = run(cli, "trust", url, "--root", other, "--data-dir", data, "--replace")
         assert code == ExitCode.OK
         replaced = trusted_server(url, data_dir=data)

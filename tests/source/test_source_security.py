@@ -234,7 +234,7 @@ async def test_tls_failures_are_named(published: Published, tls_server: str, tmp
     trust_server(tls_server, published.repo.root_path.read_bytes(), data_dir=data)
     with (
         UpdateSource(tls_server, data_dir=data) as source,
-        pytest.raises(TLSError, match=r"the TLS connection to 127\.0\.0\.1 failed: .*certificate") as info,
+        pytest.raises(TLSError, match=r"the TLS connection to 127\.0\.0\.1:\d+ failed: .*certificate") as info,
     ):
         await source.refresh()
     assert isinstance(info.value, DownloadError)
