@@ -34,7 +34,7 @@ from bridge.image.observation import Observation, Stage
 
 __all__ = ["judge"]
 
-_APP_HINT = "Push the app image that `idf.py build` writes: build/<project>.bin."
+_APP_HINT = "Use the application image that `idf.py build` writes: build/<project>.bin."
 
 
 def judge(obs: Observation) -> ImageInfo:
@@ -115,7 +115,7 @@ class _Judge:
                 VerdictCode.ENCRYPTED,
                 f"This looks like a flash-encrypted image: it starts with 0x{first:02x} instead of the image magic "
                 "0xE9 and its bytes are indistinguishable from random.",
-                "Push the plaintext app image from build/<project>.bin; a board with flash encryption encrypts it "
+                "Use the plaintext app image from build/<project>.bin; a board with flash encryption encrypts it "
                 "as it writes.",
             )
         if first == 0xEA:
@@ -141,7 +141,7 @@ class _Judge:
                     VerdictCode.ENCRYPTED,
                     "This looks like a flash-encrypted image: its header is not readable and its bytes are "
                     "indistinguishable from random.",
-                    "Push the plaintext app image from build/<project>.bin.",
+                    "Use the plaintext app image from build/<project>.bin.",
                 )
             if chip_id in RETIRED_CHIP_IDS:
                 return Verdict(
@@ -217,7 +217,7 @@ class _Judge:
         layout = f" ({', '.join(parts)})" if parts else ""
         message = f"This is a merged full-flash image{layout}, not an app image; {where}."
         hint = (
-            "Push the app alone: build/<project>.bin from the ESP-IDF build/ folder (for PlatformIO/Tasmota the "
+            "Use the app alone: build/<project>.bin from the ESP-IDF build/ folder (for PlatformIO/Tasmota the "
             "firmware .bin, not *.factory.bin or a flash dump)."
         )
         return Verdict(VerdictCode.MERGED_IMAGE, message, hint), tuple(apps)
@@ -290,7 +290,7 @@ class _Judge:
                     VerdictCode.BOOTLOADER,
                     f"This is an {chip} 2nd-stage bootloader (ESP-IDF {boot.idf_version or '?'}), not an app image: "
                     "its segments load into RAM and it carries a bootloader descriptor.",
-                    "OTA replaces the app only: push build/<project>.bin, not build/bootloader/bootloader.bin.",
+                    "OTA replaces the app only: use build/<project>.bin, not build/bootloader/bootloader.bin.",
                 )
             else:
                 verdict = Verdict(
@@ -335,7 +335,7 @@ class _Judge:
                     VerdictCode.TRAILING_DATA,
                     f"{trailing:,} bytes of unknown data follow the image's digest at offset {sv.image_len:#x}; they "
                     "are not a Secure Boot signature or 0xFF padding.",
-                    "Push the exact build output (build/<project>.bin); the board would write these bytes as well.",
+                    "Use the exact build output (build/<project>.bin); the board would write these bytes as well.",
                 )
                 return self.info(verdict, **fields)
             quirks.append(trailer)
@@ -401,8 +401,8 @@ _QUIRK_NOTES: dict[Quirk, str] = {
 
 
 _NAMELESS_HINT = (
-    "The image does not say which release it is: give the project and version explicitly when publishing "
-    "(`bridge repo add --project ... --version ...`)."
+    "The image does not say which release it is: name it when publishing "
+    "(`bridge repo add DIR IMAGE --project NAME --version VERSION`)."
 )
 _QUIRK_HINTS: dict[Quirk, str] = {
     Quirk.NO_APP_DESCRIPTOR: _NAMELESS_HINT,
@@ -441,19 +441,19 @@ def _not_an_image(head: bytes) -> Verdict:
         return Verdict(
             VerdictCode.NOT_AN_IMAGE,
             "This is an ELF file, not an app image.",
-            "Push the .bin that `idf.py build` writes beside the ELF: build/<project>.bin.",
+            "Use the .bin that `idf.py build` writes beside the ELF: build/<project>.bin.",
         )
     if head[:1] == b":" and all(chr(c) in "0123456789ABCDEFabcdef:\r\n" for c in head[:64]):
         return Verdict(
             VerdictCode.NOT_AN_IMAGE,
             "This is an Intel HEX file, not a binary app image.",
-            "Push the binary build/<project>.bin (or convert the HEX with `esptool hex2bin`).",
+            "Use the binary build/<project>.bin (or convert the HEX with `esptool hex2bin`).",
         )
     if head[:2] in (b"PK", b"\x1f\x8b"):
         return Verdict(
             VerdictCode.NOT_AN_IMAGE,
             "This is an archive (zip or gzip), not an app image.",
-            "Unpack it and push the app .bin inside (build/<project>.bin).",
+            "Unpack it and use the app .bin inside (build/<project>.bin).",
         )
     if first == 0xFF:
         return Verdict(

@@ -62,7 +62,7 @@ from bridge.image.observation import Observation, Stage
 
 __all__ = ["StreamValidator"]
 
-_APP_HINT = "Push the app image that `idf.py build` writes: build/<project>.bin."
+_APP_HINT = "Use the application image that `idf.py build` writes: build/<project>.bin."
 
 
 class StreamValidator:
