@@ -718,9 +718,13 @@ def _release_name(file_name: str, field: str, from_image: str, given: str | None
         return given
     if from_image:
         return from_image
-    what = "an app descriptor (built before ESP-IDF v3.3)" if no_descriptor else f"an empty {field} in its descriptor"
+    why = (
+        "it has no app descriptor (built before ESP-IDF v3.3)"
+        if no_descriptor
+        else f"its app descriptor leaves the {field} empty"
+    )
     raise RepositoryError(
-        f"{file_name} has no {field}: it has {what}, so bridges could not tell which release it is",
+        f"{file_name} has no {field}: {why}, so bridges could not tell which release it is",
         hint="Name the release when publishing: `bridge repo add DIR IMAGE --project NAME --version VERSION` (used "
         "only where the image has no value; for ESP-IDF builds set PROJECT_NAME and PROJECT_VER instead).",
     )

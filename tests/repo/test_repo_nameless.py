@@ -51,7 +51,7 @@ def test_nameless_corpus_images_need_and_take_a_project_and_version(
     with pytest.raises(RepositoryError, match="has no project") as refused:
         repo.add(path)
     assert "--project NAME --version VERSION" in refused.value.hint
-    expected = "an empty project in its descriptor" if empty_descriptor else "an app descriptor (built before"
+    expected = "its app descriptor leaves the project empty" if empty_descriptor else "it has no app descriptor (built"
     assert expected in refused.value.message
     with pytest.raises(RepositoryError, match="has no version"):
         repo.add(path, project="tasmota32")

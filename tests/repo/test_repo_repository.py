@@ -100,9 +100,11 @@ def test_add_refuses_wrong_kinds_with_the_image_module_message(repo: Repository,
     with pytest.raises(ImageError) as info:
         repo.add(firmware_file(firmware, "C03"))
     assert info.value.code == "bad_checksum"
-    with pytest.raises(RepositoryError, match="has no project: it has an empty project in its descriptor"):
+    with pytest.raises(RepositoryError, match="has no project: its app descriptor leaves the project empty"):
         repo.add(firmware_file(firmware, "P06"))  # Tasmota: empty project_name and version
-    with pytest.raises(RepositoryError, match=r"has no project: it has an app descriptor \(built before"):
+    with pytest.raises(
+        RepositoryError, match=r"has no project: it has no app descriptor \(built before ESP-IDF v3\.3\)"
+    ):
         repo.add(firmware_file(firmware, "P07"))
     # Free-form versions are kept verbatim; only the path is reduced to safe characters.
     entry = repo.add(firmware_file(firmware, "P04"))
