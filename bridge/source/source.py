@@ -52,7 +52,7 @@ from bridge.source.errors import (
 from bridge.source.fetcher import FetchFailed, FetchHTTPError, HttpxFetcher
 from bridge.source.release import INDEX_PATH, BoardIdentity, Release, release_from_target
 from bridge.source.trust import load_trusted_root, normalise_url, server_dir
-from bridge.source.versions import UpdateStatus, decide
+from bridge.source.versions import UpdateStatus, chip_label, decide
 
 __all__ = ["CachedRelease", "UpdateCheck", "UpdateSource"]
 
@@ -314,7 +314,7 @@ class UpdateSource:
                 None,
                 None,
                 None,
-                f"nothing is cached for {board.project!r} on chip {board.chip}; run `bridge fetch` while online",
+                f"nothing is cached for {board.project!r} on {chip_label(board.chip)}; run `bridge fetch` while online",
                 offline=True,
             )
         decision = decide(

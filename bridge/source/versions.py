@@ -29,7 +29,7 @@ from enum import StrEnum
 
 from bridge.source.release import BoardIdentity, Release
 
-__all__ = ["UpdateDecision", "UpdateStatus", "decide", "find_running", "version_key"]
+__all__ = ["UpdateDecision", "UpdateStatus", "chip_label", "decide", "find_running", "version_key"]
 
 _VERSION_RE = re.compile(
     r"""^[vV]?
@@ -105,6 +105,16 @@ def find_running(board: BoardIdentity, known: Iterable[Release]) -> Release | No
     return None
 
 
+def chip_label(chip: int) -> str:
+    """``ESP32-C3`` for a chip id the image module names, else ``chip 42`` (never a bare number in a sentence)."""
+    from bridge.image import Chip
+
+    try:
+        return Chip(chip).display_name
+    except ValueError:
+        return f"chip {chip}"
+
+
 def decide(
     board: BoardIdentity,
     releases: Iterable[Release],
@@ -122,7 +132,7 @@ def decide(
     holder = "the offline cache" if offline else "the server"
     releases = list(releases)
     known = releases if known is None else list(known)
-    where = f"{board.project!r} on chip {board.chip} in channel {board.channel!r}"
+    where = f"{board.project!r} on {chip_label(board.chip)} in channel {board.channel!r}"
     mine = [
         r
         for r in releases

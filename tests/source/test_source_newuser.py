@@ -21,6 +21,7 @@ from bridge.source import (
     WrongRootError,
     trust_server,
 )
+from bridge.source.versions import decide
 from tests.conftest import firmware_file
 
 from .conftest import Published, board, write_image
@@ -71,6 +72,32 @@ async def test_offline_answers_say_offline_and_name_host_and_port(tmp_path: Path
         up_to_date = source.check_offline(board("2"))
     assert up_to_date.status is UpdateStatus.UP_TO_DATE and up_to_date.offline
     assert up_to_date.verified_at == cached[0].verified_at
+    with UpdateSource(url, data_dir=data) as source:
+        nothing = source.check_offline(board("1", project="other"))
+        other_chip = source.check_offline(board("1", chip=Chip.ESP32))
+    assert nothing.reason == "nothing is cached for 'other' on ESP32-C3; run `bridge fetch` while online"
+    assert nothing.offline and nothing.verified_at is None
+    assert other_chip.reason.startswith("nothing is cached for 'blinky' on ESP32;")
+
+
+def test_offline_decisions_blame_the_cache_not_the_server(tmp_path: Path) -> None:
+    repo = Repository(tmp_path / "repo")
+    repo.init()
+    repo.add(write_image(tmp_path / "img", version="2.0.0"))
+    release = repo.confirm("blinky", "2.0.0")
+    offline = decide(board("1.0.0-dev"), [release], offline=True)
+    online = decide(board("1.0.0-dev"), [release])
+    assert offline.release == online.release == release
+    assert (
+        offline.reason
+        == "the board runs '1.0.0-dev', not in the offline cache; its newest release 1 (2.0.0) is offered"
+    )
+    assert online.reason == "the board runs '1.0.0-dev', unknown to the server; its newest release 1 (2.0.0) is offered"
+    none = decide(board("1.0.0", board_id="x", project="doorbell"), [release], offline=True)
+    assert (
+        none.reason
+        == "the offline cache has no confirmed release of 'doorbell' on ESP32-C3 in channel 'stable' for board x"
+    )
 
 
 async def test_untrusted_url_leaves_no_folder_behind(tmp_path: Path) -> None:

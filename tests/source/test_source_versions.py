@@ -135,7 +135,7 @@ def test_groups_secure_version_and_board_ahead() -> None:
     empty = decide(board("1.0", project="doorbell"), releases)
     assert (
         empty.reason
-        == "the server has no confirmed release of 'doorbell' on chip 5 in channel 'stable' for board board-1"
+        == "the server has no confirmed release of 'doorbell' on ESP32-C3 in channel 'stable' for board board-1"
     )
 
 
