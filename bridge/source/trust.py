@@ -174,7 +174,10 @@ def trust_server(
     cached under the old root.
     """
     data = resolve_data_dir(data_dir)
-    normal = normalise_url(url)
+    try:
+        normal = normalise_url(url)
+    except TrustError as exc:  # a typo on the command line, not a server problem
+        raise UsageError(exc.message, hint=exc.hint) from exc
     expected = _check_fingerprint(fingerprint) if fingerprint else None
     if root_json is None:
         if expected is None:

@@ -119,6 +119,9 @@ def test_trust_mistakes_get_their_exit_codes(tmp_path: Path, firmware: Path) -> 
     with pytest.raises(UsageError, match="invalid fingerprint 'abc': expected 64 hex digits") as bad:
         trust_server(url, root, fingerprint="abc", data_dir=data)
     assert bad.value.exit_code == ExitCode.USAGE
+    with pytest.raises(UsageError, match="invalid server URL 'ftp://host/repo'") as bad_url:
+        trust_server("ftp://host/repo", root, data_dir=data)
+    assert bad_url.value.hint == "Use an http:// or https:// URL."
     with pytest.raises(UsageError, match="the root file is not JSON") as not_json:
         trust_server(url, firmware_file(firmware, "P14").read_bytes(), data_dir=data)
     assert not_json.value.exit_code == ExitCode.USAGE
