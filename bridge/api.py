@@ -46,6 +46,7 @@ from bridge.events import (
     Connecting,
     Downloading,
     EventStream,
+    Notice,
     RolledBack,
     SyncEvent,
     UpToDate,
@@ -56,11 +57,11 @@ from bridge.journal import AttemptResult, Journal, JournalEntry
 if TYPE_CHECKING:
     from bridge.ble import BleBackend, BoardAdvert
     from bridge.source import Release, UpdateCheck, UpdateSource
-    from bridge.sync.engine import Plan
+    from bridge.sync.engine import Installer, Plan
     from bridge.sync.session import BoardSession
     from protocol.messages import Info
 
-__all__ = ["BoardStatus", "Bridge", "UpdateState", "exit_code_for_status"]
+__all__ = ["BoardStatus", "Bridge", "Interruption", "UpdateState", "exit_code_for_status", "last_interruption"]
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +174,59 @@ def exit_code_for_status(status: BoardStatus) -> int:
     return int(ExitCode.OK)
 
 
+@dataclass(frozen=True)
+class Interruption:
+    """How far a cancelled sync or push got, for the message after Ctrl-C (see :func:`last_interruption`).
+
+    ``phase`` is a :class:`bridge.sync.engine.Phase` value: ``not_started``, ``uploading`` or ``committed``.
+    """
+
+    board: str
+    phase: str
+    version: str = ""
+    bytes_sent: int = 0
+
+    def message(self) -> str:
+        """One sentence that says what the cancellation did to the board."""
+        if self.phase == "committed":
+            into = self.version or "the new image"
+            return (
+                f"interrupted after the commit: the update was committed and {self.board} is rebooting into {into}; "
+                f"run `bridge status {self.board}` to see it running."
+            )
+        if self.phase == "uploading":
+            return (
+                f"interrupted during the upload: {self.board} was told to abort and keeps its firmware; "
+                "the next sync resumes or restarts the upload."
+            )
+        return "interrupted before anything was sent to the board; nothing changed."
+
+
+_last_interruption: Interruption | None = None
+
+
+def last_interruption(*, clear: bool = False) -> Interruption | None:
+    """The newest sync or push of this process that was cancelled, and how far it got (None if none was).
+
+    The CLI reads it after Ctrl-C; ``clear=True`` forgets it.
+    """
+    global _last_interruption
+    found = _last_interruption
+    if clear:
+        _last_interruption = None
+    return found
+
+
 class _Attempt:
     """What the journal records about one sync or push, filled in as the events go by."""
 
     def __init__(self, board: str) -> None:
+        from datetime import UTC, datetime
+
         self.board = board
+        self.name = ""
+        self.installer: Installer | None = None
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.from_version = ""
         self.to_version = ""
         self.project = ""
@@ -200,16 +249,28 @@ class _Attempt:
         elif isinstance(event, RolledBack):
             self.result, self.sent, self.error = AttemptResult.ROLLED_BACK, event.bytes_sent, event.reason
 
+    @property
+    def phase(self) -> str:
+        return str(self.installer.phase) if self.installer is not None else "not_started"
+
+    def bytes_sent(self) -> int:
+        """The bytes really written: from the final event, else from the installer's counters."""
+        if self.installer is not None:
+            return max(self.sent, self.installer.sent_bytes)
+        return self.sent
+
     def entry(self) -> JournalEntry:
         return JournalEntry(
             board=self.board,
+            name=self.name if self.name != self.board else "",
+            started_at=self.started_at,
             result=self.result or AttemptResult.FAILED,
             from_version=self.from_version,
             to_version=self.to_version,
             project=self.project,
             image_sha256=self.sha256,
             bytes_total=self.total,
-            bytes_sent=self.sent,
+            bytes_sent=self.bytes_sent(),
             duration_s=round(time.monotonic() - self.started, 3),
             error=self.error,
         )
@@ -400,27 +461,61 @@ class Bridge:
         Yields :mod:`bridge.events` in order; the last one is :class:`UpToDate`, :class:`Confirmed` or
         :class:`RolledBack`. Raises a :class:`BridgeError` on failure (the board keeps its firmware).
         """
-        attempt = _Attempt(_label(board))
+        attempt = self._attempt(board)
         async with contextlib.aclosing(self._journaled(attempt, self._sync(board, attempt))) as stream:
             async for event in stream:
                 yield event
 
     async def push(self, board: str | BoardAdvert, image_file: Path) -> EventStream:
-        """Install a local image file on ``board`` (validated and pre-flighted before any byte is written)."""
-        attempt = _Attempt(_label(board))
-        events = self._journaled(attempt, self._push(board, Path(image_file), attempt))
+        """Install a local image file on ``board`` (validated and pre-flighted before any byte is written).
+
+        A path that does not exist or is a folder raises :class:`UsageError` before the attempt starts (it is
+        not journaled); an image that fails validation is journaled as refused.
+        """
+        path = Path(image_file)
+        exists, is_dir = await asyncio.to_thread(lambda: (path.exists(), path.is_dir()))
+        if not exists:
+            raise UsageError(f"{path} does not exist", hint="Check the path of the image file (a .bin app image).")
+        if is_dir:
+            raise UsageError(f"{path} is a folder, not an image file", hint="Name the .bin app image inside it.")
+        attempt = self._attempt(board)
+        events = self._journaled(attempt, self._push(board, path, attempt))
         async with contextlib.aclosing(events) as stream:
             async for event in stream:
                 yield event
 
+    def _attempt(self, board: str | BoardAdvert) -> _Attempt:
+        attempt = _Attempt(_label(board))
+        if not isinstance(board, str) and board.name:
+            attempt.name = board.name
+        elif isinstance(board, str):
+            attempt.name = next((n for a, n in self._names.items() if a.lower() == board.lower()), "")
+        return attempt
+
     async def _journaled(self, attempt: _Attempt, events: EventStream) -> EventStream:
+        from bridge.sync.engine import CommittedUnconfirmedError
+
+        global _last_interruption
         try:
             async with contextlib.aclosing(events) as stream:
                 async for event in stream:
                     attempt.see(event)
                     yield event
         except (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt):
-            attempt.result, attempt.error = AttemptResult.CANCELLED, "cancelled"
+            if attempt.result is None:  # not after the final event
+                _last_interruption = Interruption(
+                    attempt.board, attempt.phase, attempt.to_version, attempt.bytes_sent()
+                )
+                if attempt.phase == "committed":
+                    attempt.result = AttemptResult.COMMITTED_UNCONFIRMED
+                    attempt.error = f"cancelled after the commit: the board was rebooting into {attempt.to_version}"
+                else:
+                    attempt.result, attempt.error = AttemptResult.CANCELLED, "cancelled"
+                    if attempt.phase == "uploading":
+                        attempt.error = "cancelled during the upload: the board was told to abort"
+            raise
+        except CommittedUnconfirmedError as exc:
+            attempt.result, attempt.error = AttemptResult.COMMITTED_UNCONFIRMED, exc.message
             raise
         except BridgeError as exc:
             refused = isinstance(exc, ImageError | PreflightError | SecurityError)
@@ -431,8 +526,8 @@ class Bridge:
             attempt.result, attempt.error = AttemptResult.FAILED, f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            self.last_bytes_sent = attempt.sent
             entry = attempt.entry()
+            self.last_bytes_sent = entry.bytes_sent
             try:
                 await asyncio.shield(asyncio.to_thread(self.journal.append, entry))
             except asyncio.CancelledError:
@@ -447,6 +542,7 @@ class Bridge:
         session = await self._session(board)
         try:
             attempt.board = session.address
+            attempt.name = session.link.name or self._names.get(session.address, "") or attempt.name
             attempt.from_version = session.info.running_version
             attempt.project = session.info.project
             check = await self._ask_source(source, session)
@@ -467,11 +563,30 @@ class Bridge:
             plan = await self._plan(path, version=release.version)
             if plan.image.sha256 != release.sha256:
                 raise SecurityError(f"the downloaded image's SHA-256 {plan.image.sha256} is not the signed one")
-            async with contextlib.aclosing(self._install(session, plan)) as stream:
+            rolled_back = await asyncio.to_thread(self._rolled_back_before, session.address, release.sha256)
+            if rolled_back is not None:
+                yield Notice(
+                    session.address,
+                    f"{release.version} was rolled back on this board at {rolled_back.started_at} "
+                    f"({rolled_back.error or 'it did not confirm itself'}); sending it again",
+                )
+            async with contextlib.aclosing(self._install(session, plan, attempt)) as stream:
                 async for event in stream:
                     yield event
         finally:
             await session.close()
+
+    def _rolled_back_before(self, address: str, sha256: str) -> JournalEntry | None:
+        """The journal's newest attempt of this image on this board, if it ended in a rollback."""
+        try:
+            entries = self.journal.tail(0)
+        except OSError as exc:
+            logger.info("could not read the journal %s: %s", self.journal.path, exc)
+            return None
+        for entry in reversed(entries):
+            if entry.board.lower() == address.lower() and entry.image_sha256 == sha256:
+                return entry if entry.result is AttemptResult.ROLLED_BACK else None
+        return None
 
     async def _download(self, source: UpdateSource, release: Release, board: str, result: list[Path]) -> EventStream:
         """Download with progress events (the source calls back on the loop; a queue turns calls into events).
@@ -513,16 +628,17 @@ class Bridge:
             raise ImageError(f"cannot read {path}: {exc.strerror or exc}", code="unreadable") from exc
         return Plan.from_image(ImageFile(path=path, size=info.size, sha256=info.sha256), info, version=version)
 
-    async def _install(self, session: BoardSession, plan: Plan) -> EventStream:
+    async def _install(self, session: BoardSession, plan: Plan, attempt: _Attempt) -> EventStream:
         from bridge.sync.engine import Installer, already_running, preflight
 
         info = session.info
         preflight(info, plan, self.config)
         if already_running(info, plan) and not self.config.allow_same_version:
-            yield UpToDate(session.address, info.running_version, plan.version)
+            yield UpToDate(session.address, info.running_version, plan.version, same_image=True)
             return
         yield Verified(session.address, plan.version, plan.image.size, plan.image.sha256, info.running_version)
         installer = Installer(address=session.address, backend=self.backend, config=self.config, session=session)
+        attempt.installer = installer
         async with contextlib.aclosing(installer.run(plan)) as stream:
             async for event in stream:
                 yield event
@@ -536,8 +652,9 @@ class Bridge:
         session = await self._session(board)
         try:
             attempt.board = session.address
+            attempt.name = session.link.name or self._names.get(session.address, "") or attempt.name
             attempt.from_version = session.info.running_version
-            async with contextlib.aclosing(self._install(session, plan)) as stream:
+            async with contextlib.aclosing(self._install(session, plan, attempt)) as stream:
                 async for event in stream:
                     yield event
         finally:

@@ -24,6 +24,7 @@ __all__ = [
     "Downloading",
     "EventStream",
     "Finishing",
+    "Notice",
     "Rebooting",
     "Reconnecting",
     "RolledBack",
@@ -64,13 +65,20 @@ class Checking(SyncEvent):
 
 @dataclass(frozen=True, slots=True)
 class UpToDate(SyncEvent):
-    """Nothing to do. ``available`` is the newest release ("" when the server has none for this board)."""
+    """Nothing to do. ``available`` is the newest release ("" when the server has none for this board).
+
+    ``same_image``: the board already runs exactly the image offered (same app ELF SHA-256, else same project and
+    version), e.g. ``push`` of the file it was flashed with.
+    """
 
     kind: ClassVar[str] = "up_to_date"
     version: str
     available: str = ""
+    same_image: bool = False
 
     def __str__(self) -> str:
+        if self.same_image:
+            return f"nothing to do: {self.board} already runs this image ({self.version})"
         if self.available:
             return f"up to date: {self.board} runs {self.version}, the newest release"
         return f"no update: the server has no newer release for {self.board} (running {self.version})"
@@ -141,6 +149,17 @@ class Uploading(SyncEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class Notice(SyncEvent):
+    """Something the user should know that does not stop the update (e.g. this release rolled back before)."""
+
+    kind: ClassVar[str] = "notice"
+    message: str
+
+    def __str__(self) -> str:
+        return f"warning: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
 class Finishing(SyncEvent):
     """All bytes acked; the board verifies the image it wrote."""
 
@@ -169,22 +188,31 @@ class Rebooting(SyncEvent):
 
 @dataclass(frozen=True, slots=True)
 class Reconnecting(SyncEvent):
-    """The link dropped (``reason``); reconnecting, attempt ``attempt`` of ``max_attempts``."""
+    """The link dropped (``reason``); reconnecting, attempt ``attempt`` of ``max_attempts``.
+
+    ``max_attempts`` is the configured ``reconnect_attempts``; it is None while waiting for a rebooting board,
+    which is bounded by time instead (``deadline_s``, the configured ``reboot_timeout_s``).
+    """
 
     kind: ClassVar[str] = "reconnecting"
     attempt: int
-    max_attempts: int
+    max_attempts: int | None
     reason: str = ""
     resume_offset: int | None = None
-    """During an upload: the last offset the board acknowledged."""
+    """During an upload: the bytes the board had acknowledged when the link dropped (it may hold more: after the
+    reconnect it names the offset to resume at, reported by the next :class:`Uploading` as ``resumed_from``)."""
+    deadline_s: float | None = None
 
-    # ``max_attempts`` 0: bounded by time (waiting for a reboot), not by a count.
+    def __post_init__(self) -> None:
+        if self.attempt < 1 or (self.max_attempts is not None and self.max_attempts < 1):
+            raise ValueError(f"bad reconnect attempt {self.attempt} of {self.max_attempts}")
 
     def __str__(self) -> str:
         why = f" ({self.reason})" if self.reason else ""
-        if not self.max_attempts:
-            return f"reconnecting to {self.board}{why}: attempt {self.attempt}"
-        at = f", resuming near {_size(self.resume_offset)}" if self.resume_offset else ""
+        if self.max_attempts is None:
+            within = f" (waiting up to {self.deadline_s:g} s)" if self.deadline_s else ""
+            return f"reconnecting to {self.board}{why}: attempt {self.attempt}{within}"
+        at = f"; {self.resume_offset:,} bytes acknowledged so far" if self.resume_offset else ""
         return f"reconnecting to {self.board}{why}: attempt {self.attempt} of {self.max_attempts}{at}"
 
 

@@ -37,7 +37,10 @@ class AttemptResult(StrEnum):
     FAILED = "failed"
     """The link, the board or the server failed; the board still runs its previous version."""
     CANCELLED = "cancelled"
-    """Cancelled by the user or the application; the board was told to abort."""
+    """Cancelled by the user or the application before the commit; the board was told to abort."""
+    COMMITTED_UNCONFIRMED = "committed_unconfirmed"
+    """The board accepted COMMIT and was rebooting into the new image, but the bridge did not see it come back
+    (cancelled after the commit, or the link could not be re-established): ``bridge status`` tells."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +48,7 @@ class JournalEntry:
     """One attempt to update one board."""
 
     board: str
-    """Address (or name) of the board."""
+    """Address of the board (what the user typed, when the board was never reached)."""
     result: AttemptResult
     from_version: str = ""
     to_version: str = ""
@@ -59,7 +62,9 @@ class JournalEntry:
     error: str = ""
     """The error message, or the board's reason for a rollback."""
     started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    """ISO 8601, UTC."""
+    """When the attempt started: ISO 8601, UTC."""
+    name: str = ""
+    """The board's advertised name, when known."""
 
     def __post_init__(self) -> None:
         if not self.board:

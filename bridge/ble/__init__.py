@@ -15,7 +15,14 @@ Bumble is imported only by :mod:`bridge.ble.bumble_backend` (and :mod:`bridge.si
 
 from __future__ import annotations
 
-from bridge.ble.backend import BleakClasses, BleBackend, HciBackend, OsBackend, backend_from_hci
+from bridge.ble.backend import (
+    BleakClasses,
+    BleBackend,
+    HciBackend,
+    OsBackend,
+    TransportLostError,
+    backend_from_hci,
+)
 from bridge.ble.link import BoardLink, GattError, LinkClosedError, choose_frame_bytes
 from bridge.ble.scan import BoardAdvert, find_board, scan
 
@@ -28,6 +35,7 @@ __all__ = [
     "HciBackend",
     "LinkClosedError",
     "OsBackend",
+    "TransportLostError",
     "backend_from_hci",
     "choose_frame_bytes",
     "find_board",

@@ -27,7 +27,16 @@ if TYPE_CHECKING:
     from bleak.backends.client import BaseBleakClient
     from bleak.backends.scanner import BaseBleakScanner
 
-__all__ = ["BleBackend", "BleakClasses", "HciBackend", "OsBackend", "backend_from_hci"]
+__all__ = [
+    "NO_STACK_HINT",
+    "BleBackend",
+    "BleakClasses",
+    "HciBackend",
+    "OsBackend",
+    "TransportLostError",
+    "backend_from_hci",
+    "no_bluetooth_stack",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +58,42 @@ _HCI_SCHEMES = (
     "android-emulator",
     "android-netsim",
 )
+
+
+#: What to do when the OS has no usable Bluetooth stack.
+NO_STACK_HINT = (
+    "Start the OS Bluetooth service (Linux: BlueZ, `systemctl start bluetooth`) and plug in an adapter, or drive a "
+    "controller directly with --hci usb:0 (or --hci tcp-client:HOST:PORT for `bridge sim`), or try `bridge demo`."
+)
+
+
+class TransportLostError(TransportError):
+    """The Bluetooth controller went away (HCI transport closed, another process took it): retrying cannot help."""
+
+
+def no_bluetooth_stack(exc: BaseException) -> TransportLostError | None:
+    """The error for an OS stack that is not there at all (no BlueZ/D-Bus, no adapter), or None for other failures.
+
+    bleak on Linux reaches BlueZ through the system D-Bus socket: without it the failure is a bare
+    ``FileNotFoundError`` or ``ConnectionRefusedError``, a ``BleakDBusError`` (``org.freedesktop.DBus.Error...``
+    when BlueZ is not running) or ``BleakError("No Bluetooth adapters found.")``.
+    """
+    from bleak.exc import BleakDBusError, BleakError
+
+    text = str(exc)
+    missing = (
+        isinstance(exc, FileNotFoundError | ConnectionRefusedError | BleakDBusError)
+        or (isinstance(exc, BleakError) and "no bluetooth adapter" in text.lower())
+        or "org.bluez" in text
+        or "dbus" in text.lower()
+    )
+    if not missing:
+        return None
+    return TransportLostError(
+        f"no Bluetooth adapter is available: the OS Bluetooth stack (BlueZ) cannot be reached "
+        f"({type(exc).__name__}: {text or 'no detail'})",
+        hint=NO_STACK_HINT,
+    )
 
 
 @dataclass(frozen=True)

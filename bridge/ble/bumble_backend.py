@@ -38,7 +38,7 @@ from bumble.gatt import Characteristic
 from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
 from bumble.transport import open_transport
 
-from bridge.ble.backend import BleakClasses, BleBackend, transport_error
+from bridge.ble.backend import BleakClasses, BleBackend, TransportLostError, transport_error
 
 __all__ = [
     "BumbleBackend",
@@ -459,8 +459,10 @@ class BumbleBackend(BleBackend):
         name: str = "bumble",
         virtual: bool = False,
         close_transport: Callable[[], Awaitable[None]] | None = None,
+        terminated: asyncio.Future[None] | None = None,
     ) -> None:
         self.device = device
+        self._terminated = terminated
         self.name = name
         self._virtual = virtual
         self._close_transport = close_transport
@@ -470,7 +472,18 @@ class BumbleBackend(BleBackend):
     def is_virtual(self) -> bool:
         return self._virtual
 
+    @property
+    def transport_lost(self) -> bool:
+        """True once the HCI transport closed (the peer went away, or another host took the controller)."""
+        return self._terminated is not None and self._terminated.done()
+
     async def open(self) -> BleakClasses:
+        if self.transport_lost:
+            raise TransportLostError(
+                f"the Bluetooth controller {self.name} went away (its HCI transport closed; another program may "
+                "have taken it)",
+                hint="Make sure only one bridge uses the controller, then run `bridge status` and the command again.",
+            )
         if self._classes is None:
             scanner, client = bind_backend(self.device)
             self._classes = BleakClasses(scanner=scanner, client=client)
@@ -498,4 +511,10 @@ async def open_hci_backend(spec: str, *, device_name: str = "ota-bridge") -> Bum
             await transport.close()
         raise transport_error(spec, exc) from exc
     logger.info("Bumble host on %s ready, address %s", spec, device.public_address)
-    return BumbleBackend(device, name=f"hci:{spec}", close_transport=transport.close)
+    terminated = getattr(transport.source, "terminated", None)
+    return BumbleBackend(
+        device,
+        name=f"hci:{spec}",
+        close_transport=transport.close,
+        terminated=terminated if isinstance(terminated, asyncio.Future) else None,
+    )

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from bleak import BleakClient
 from bleak.exc import BleakDeviceNotFoundError, BleakError, BleakGATTProtocolError
 
-from bridge.ble.backend import BleBackend, OsBackend
+from bridge.ble.backend import BleBackend, OsBackend, TransportLostError, no_bluetooth_stack
 from bridge.ble.scan import BoardAdvert, find_board
 from bridge.errors import (
     BoardNotFoundError,
@@ -155,8 +155,14 @@ class BoardLink:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
         backend = backend or OsBackend()
-        if isinstance(target, str) and not _looks_like_address(target):
-            target = await find_board(backend, name=target, timeout_s=scan_timeout_s)
+        if isinstance(target, str):
+            # A scan first, for an address too: a board that is not in range fails after one scan (a
+            # BoardNotFoundError) instead of after 1 + retries connect timeouts, and bleak connects faster to a
+            # device it has just seen.
+            if _looks_like_address(target):
+                target = await find_board(backend, address=target, timeout_s=scan_timeout_s)
+            else:
+                target = await find_board(backend, name=target, timeout_s=scan_timeout_s)
         last: TransportError | None = None
         for attempt in range(retries + 1):
             if attempt:
@@ -164,7 +170,7 @@ class BoardLink:
                 await asyncio.sleep(retry_delay_s * attempt)
             try:
                 return await cls._connect_once(target, backend, timeout_s, frame_limit_bytes)
-            except ProtocolViolationError:
+            except (ProtocolViolationError, TransportLostError):
                 raise
             except TransportError as exc:
                 last = exc
@@ -199,6 +205,8 @@ class BoardLink:
             raise BoardTimeoutError(f"connecting to {link.label}: no answer within {timeout_s:g} s") from exc
         except (BleakError, OSError) as exc:
             await link._abandon()
+            if isinstance(backend, OsBackend) and (missing := no_bluetooth_stack(exc)) is not None:
+                raise missing from exc
             raise translate(exc, f"connecting to {link.label}") from exc
         except BaseException:
             await link._abandon()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bleak import BleakScanner
 from bleak.exc import BleakBluetoothNotAvailableError, BleakError
 
-from bridge.ble.backend import BleBackend, OsBackend
+from bridge.ble.backend import BleBackend, OsBackend, no_bluetooth_stack
 from bridge.errors import BoardNotFoundError, TransportError
 from protocol.gatt import SERVICE_UUID
 
@@ -141,6 +141,8 @@ async def scan(
             hint="Turn Bluetooth on (and allow this program to use it), or drive a USB dongle with --hci usb:0.",
         ) from exc
     except (BleakError, OSError) as exc:
+        if isinstance(backend, OsBackend) and (missing := no_bluetooth_stack(exc)) is not None:
+            raise missing from exc
         raise TransportError(f"scanning failed: {exc}") from exc
     adverts = sorted(seen.values(), key=lambda a: (-a.rssi, a.address))
     logger.debug("scan on %s found %d board(s)", backend.name, len(adverts))

@@ -13,6 +13,14 @@ Safety rules:
 * Every wait is bounded by a named timeout of :class:`bridge.config.BridgeConfig` and raced against disconnect
   (the session does that); reconnects are bounded in number, with exponential backoff.
 * The image is read one frame at a time near the send cursor: memory is bounded by the window.
+* :attr:`Installer.phase` says how far the install got (:class:`Phase`): ``not_started`` (nothing written to the
+  board), ``uploading`` (BEGIN was sent: a cancellation sends ABORT), ``committed`` (COMMIT_OK, or the board already
+  restarted into the image: the board boots the new image whatever happens next, so nothing is aborted and a lost
+  link is reported as :class:`CommittedUnconfirmedError`, never as a failed update).
+* Progress: an :class:`Uploading` event for the first acknowledgement after BEGIN, then at most one per
+  ``UPLOAD_EVENT_BYTES`` (or 1 % of the image, whichever is smaller), and the last one at 100 %.
+* Reconnect events carry the configured ``reconnect_attempts`` as ``max_attempts``; the wait for a rebooting board
+  is bounded by time, so its events have ``max_attempts`` None and ``deadline_s`` set.
 """
 
 from __future__ import annotations
@@ -22,8 +30,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
-from bridge.ble import BleBackend
+from bridge.ble import BleBackend, TransportLostError
 from bridge.config import BridgeConfig
 from bridge.errors import (
     BoardRejectedError,
@@ -54,7 +63,15 @@ from bridge.sync.timing import RateMeter, backoff_delays
 from protocol.constants import ERROR_RECOVERY, ErrorCode, Feature, Recovery, RollbackState, UpdateResult
 from protocol.messages import Info
 
-__all__ = ["Installer", "Plan", "already_running", "preflight", "rollback_reason"]
+__all__ = [
+    "CommittedUnconfirmedError",
+    "Installer",
+    "Phase",
+    "Plan",
+    "already_running",
+    "preflight",
+    "rollback_reason",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +79,32 @@ _ZERO_SHA = "0" * 64
 
 #: How often the engine re-reads INFO while a freshly booted image is still PENDING_VERIFY.
 _PENDING_POLL_S = 0.5
+
+#: Upper bound on the acknowledged bytes between two :class:`Uploading` events (also at most 1 % of the image).
+UPLOAD_EVENT_BYTES = 64 * 1024
+
+
+class Phase(StrEnum):
+    """How far one install got; what a cancellation or a lost link means for the board."""
+
+    NOT_STARTED = "not_started"
+    """Nothing was written to the board (at most HELLO/INFO were exchanged)."""
+    UPLOADING = "uploading"
+    """BEGIN was sent: the board holds a partial or complete image in its spare slot; cancelling sends ABORT."""
+    COMMITTED = "committed"
+    """The board accepted COMMIT: it boots the new image next, whatever the bridge does."""
+
+
+class CommittedUnconfirmedError(TransportError):
+    """The board committed the new image, but the bridge could not reconnect to see it running."""
+
+    def __init__(self, message: str, *, board: str, version: str, hint: str | None = None) -> None:
+        super().__init__(
+            message,
+            hint=hint or f"Run `bridge status {board}` once it is back: it should run {version or 'the new image'}.",
+        )
+        self.board = board
+        self.version = version
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +199,8 @@ class Installer:
         self.bytes_sent = 0
         """Image bytes written over BLE in this install, retransmissions included."""
         self.from_version = session.info.running_version if session is not None else ""
-        self._begun = False
+        self.phase = Phase.NOT_STARTED
+        """How far this install got (read it after a cancellation or an error)."""
         self._started = time.monotonic()
         self._partitions = ("", "")
         """(running, next) partition as INFO named them at the latest BEGIN."""
@@ -179,6 +223,11 @@ class Installer:
     def _sent(self) -> int:
         return self.bytes_sent + (self.session.bytes_sent if self.session is not None else 0)
 
+    @property
+    def sent_bytes(self) -> int:
+        """Image bytes written so far in this install (every link, retransmissions included)."""
+        return self._sent()
+
     async def _reconnect(self, reason: str, resume_offset: int) -> EventStream:
         """Reconnect with backoff; raises the last error after ``reconnect_attempts`` failures."""
         await self._drop()
@@ -193,6 +242,8 @@ class Installer:
             try:
                 await self._open(retries=0)
                 return
+            except TransportLostError:
+                raise  # the controller is gone: no reconnect can work
             except (TransportError, ProtocolViolationError) as exc:
                 last, reason = exc, exc.message
         raise DisconnectedError(
@@ -209,7 +260,7 @@ class Installer:
                 async for event in stream:
                     yield event
         except BaseException as exc:
-            if self._begun:
+            if self.phase is Phase.UPLOADING:
                 await self._abort(exc)
             raise
         finally:
@@ -247,8 +298,8 @@ class Installer:
             except BoardRejectedError as exc:
                 if exc.code != ErrorCode.ALREADY_INSTALLED:
                     raise
-                self._begun = False
-                yield UpToDate(board, before.running_version, plan.version)
+                self.phase = Phase.NOT_STARTED
+                yield UpToDate(board, before.running_version, plan.version, same_image=True)
                 return
             session = self.session
             assert session is not None
@@ -282,7 +333,7 @@ class Installer:
             if info is not None and info.running_partition == self._partitions[1] and already_running(info, plan):
                 rebooted_already = True  # it committed and restarted before we heard COMMIT_OK
                 break
-        self._begun = False  # the board now boots the new image; an ABORT would be meaningless
+        self.phase = Phase.COMMITTED  # the board now boots the new image; an ABORT would be meaningless
         if not rebooted_already:
             session = self.session
             assert session is not None
@@ -315,7 +366,7 @@ class Installer:
                 session = self.session
                 assert session is not None
                 try:
-                    self._begun = True
+                    self.phase = Phase.UPLOADING
                     begin_ok = await session.begin(
                         size=size,
                         sha256=sha256,
@@ -334,13 +385,19 @@ class Installer:
                     meter.update(resumed_from)
                     acked = resumed_from
                     yield Uploading(board, acked, size, resumed_from=resumed_from)
+                    step = max(1, min(UPLOAD_EVENT_BYTES, size // 100))
+                    shown = acked
                     async with contextlib.aclosing(session.upload(reader)) as progress:
                         async for offset in progress:
                             if offset > acked:
                                 failures = 0
                             acked = offset
                             meter.update(acked)
-                            yield Uploading(board, acked, size, meter.rate_bps, meter.eta_s(size), resumed_from)
+                            if acked - shown >= step or (acked >= size and shown < size):
+                                shown = acked
+                                yield Uploading(board, acked, size, meter.rate_bps, meter.eta_s(size), resumed_from)
+                    if shown < acked:
+                        yield Uploading(board, acked, size, meter.rate_bps, meter.eta_s(size), resumed_from)
                     return
                 except BoardRejectedError as exc:
                     recovery = _recovery(exc.code)
@@ -374,12 +431,15 @@ class Installer:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise BoardTimeoutError(
-                    f"{board} did not come back within {config.reboot_timeout_s:g} s after the reboot",
-                    hint="Check the board is powered; `bridge status` shows which version it runs once it is back.",
+                raise CommittedUnconfirmedError(
+                    f"the update was committed and {board} was rebooting into {plan.version or 'the new image'}, "
+                    f"but it did not come back within {config.reboot_timeout_s:g} s ({reason})",
+                    board=board,
+                    version=plan.version,
+                    hint=f"Check the board is powered, then run `bridge status {board}` to see which version it runs.",
                 )
             attempt += 1
-            yield Reconnecting(board, attempt, 0, reason)
+            yield Reconnecting(board, attempt, None, reason, deadline_s=config.reboot_timeout_s)
             try:
                 session = await self._open(retries=0, timeout_s=min(config.connect_timeout_s, max(remaining, 0.1)))
                 info = session.info
@@ -395,6 +455,14 @@ class Installer:
                         )
                     await asyncio.sleep(_PENDING_POLL_S)
                     info = await session.hello()
+            except TransportLostError as exc:  # the radio itself is gone: waiting longer cannot help
+                await self._drop()
+                raise CommittedUnconfirmedError(
+                    f"the update was committed and {board} was rebooting into {plan.version or 'the new image'}, "
+                    f"but the bridge lost its Bluetooth controller: {exc.message}",
+                    board=board,
+                    version=plan.version,
+                ) from exc
             except (TransportError, ProtocolViolationError, BoardRejectedError) as exc:
                 reason = exc.message  # not back yet, or still booting: try again until the deadline
                 await self._drop()
