@@ -64,16 +64,66 @@ def fail(error: BridgeError, *, as_json: bool = False) -> NoReturn:
 def run(coro_factory: Callable[[], Coroutine[Any, Any, T]], *, as_json: bool = False) -> T:
     """Run one async job for a command: the only place the CLI enters asyncio.
 
-    ``BridgeError`` becomes a message and its exit code; Ctrl-C becomes exit 130 after the job's own
-    cancellation handlers ran (the sync engine tells the board to abort).
+    ``BridgeError`` becomes a message and its exit code; Ctrl-C (and SIGTERM, e.g. from a service manager) cancel
+    the job and become exit 130 after its own cancellation handlers ran. The message says what the cancellation
+    did: a sync or push records how far it got (:func:`bridge.api.last_interruption`): nothing sent, upload
+    aborted, or already committed (the board is rebooting into the new image).
+
+    Bumble and asyncio log through Python logging; without ``--debug`` only their critical records reach stderr
+    (a lost controller surfaces as our own error instead of their tracebacks).
     """
+    import logging
+    import signal
+
+    from bridge.api import last_interruption
+
+    terminated = False
+
+    async def main() -> T:
+        nonlocal terminated
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def on_sigterm() -> None:
+            nonlocal terminated
+            terminated = True
+            if task is not None:
+                task.cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # Windows, or not the main thread
+            installed = False
+        try:
+            return await coro_factory()
+        finally:
+            if installed:
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)  # `--debug` configured logging at DEBUG
+    quiet = [] if debug else [logging.getLogger(name) for name in ("bumble", "asyncio")]
+    levels = [(logger, logger.level) for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.CRITICAL)
+    last_interruption(clear=True)
     try:
-        return asyncio.run(coro_factory())
+        return asyncio.run(main())
     except BridgeError as exc:
         fail(exc, as_json=as_json)
-    except KeyboardInterrupt:
-        err_console.print("interrupted: the board was told to abort; nothing half-written was kept.")
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        if isinstance(exc, asyncio.CancelledError) and not terminated:
+            raise
+        interruption = last_interruption(clear=True)
+        message = interruption.message() if interruption is not None else "interrupted."
+        if terminated:
+            rest = message.removeprefix("interrupted").lstrip(" :;.")
+            message = f"terminated (SIGTERM): {rest}" if rest else "terminated (SIGTERM)."
+        err_console.print(message, markup=False, soft_wrap=True)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    finally:
+        for logger, level in levels:
+            logger.setLevel(level)
 
 
 def print_json(data: Any) -> None:
