@@ -442,9 +442,15 @@ class Bridge:
 
         A board that cannot be reached gives ``connected=False`` with the reason in ``error``; server problems
         raise :class:`bridge.errors.SourceError` (the offline cache answers when the server is unreachable).
+        No radio at all (no Bluetooth stack, or the HCI controller went away) raises
+        :class:`bridge.ble.TransportLostError`: that is not about this board.
         """
+        from bridge.ble import TransportLostError
+
         try:
             session = await self._session(board)
+        except TransportLostError:
+            raise
         except (BoardNotFoundError, TransportError) as exc:
             name = board if isinstance(board, str) else board.name or ""
             return BoardStatus(_label(board), False, name if name != _label(board) else "", error=exc.message)
@@ -459,7 +465,13 @@ class Bridge:
         """Bring ``board`` to the newest release meant for it: check, download, verify, upload, confirm.
 
         Yields :mod:`bridge.events` in order; the last one is :class:`UpToDate`, :class:`Confirmed` or
-        :class:`RolledBack`. Raises a :class:`BridgeError` on failure (the board keeps its firmware).
+        :class:`RolledBack`. Raises a :class:`BridgeError` on failure (the board keeps its firmware), or
+        :class:`bridge.sync.engine.CommittedUnconfirmedError` when the board committed the image but could not be
+        reached again (journaled as ``committed_unconfirmed``).
+
+        When the journal says this board rolled back the very image offered (same SHA-256) at its latest attempt
+        of it, a :class:`bridge.events.Notice` says so before the upload (with the time of that attempt); the
+        sync goes on, since only the board's self-test can tell whether it passes this time.
         """
         attempt = self._attempt(board)
         async with contextlib.aclosing(self._journaled(attempt, self._sync(board, attempt))) as stream:

@@ -360,6 +360,38 @@ async def test_no_bluetooth_stack_says_so_and_points_to_hci_and_demo(data_dir: P
     hint = info.value.hint or ""
     assert "--hci usb:0" in hint and "--hci tcp-client:" in hint and "bridge demo" in hint
     async with Bridge(fast_config(data_dir, scan_timeout_s=1), backend=OsBackend()) as bridge:
-        status = await bridge.status("AA:BB:CC:DD:EE:FF")
-    assert not status.connected
-    assert status.error.startswith("no Bluetooth adapter is available")
+        with pytest.raises(TransportLostError) as lost:
+            await bridge.status("AA:BB:CC:DD:EE:FF")
+    assert lost.value.message.startswith("no Bluetooth adapter is available")
+    assert lost.value.hint == hint
+
+
+async def test_controller_taken_during_upload_fails_fast_with_a_clear_error(
+    world: VirtualWorld, firmware: Path, data_dir: Path
+) -> None:
+    board = await world.add_board(c3(firmware, time_scale=1.0))
+    host, port = await world.expose_hci()
+    p14 = firmware_file(firmware, "P14")
+    intruder: list[socket.socket] = []
+    started = 0.0
+    try:
+        async with (
+            HciBackend(f"tcp-client:{host}:{port}") as backend,
+            Bridge(fast_config(data_dir), backend=backend) as bridge,
+        ):
+            with pytest.raises(TransportError) as info:
+                async for event in bridge.push("c3", p14):
+                    if isinstance(event, Uploading) and event.acked_bytes > 20_000 and not intruder:
+                        sock = await asyncio.to_thread(socket.create_connection, (host, port))
+                        intruder.append(sock)
+                        started = time.monotonic()
+            entry = bridge.log()[-1]
+    finally:
+        for sock in intruder:
+            sock.close()
+    assert time.monotonic() - started < 15  # an ack timeout, not reconnect_attempts x connect timeouts
+    assert isinstance(info.value, TransportLostError)
+    assert "went away" in info.value.message
+    assert entry.result is AttemptResult.FAILED
+    assert 20_000 <= entry.bytes_sent < P14_SIZE
+    assert board.running_version == "1"
