@@ -195,6 +195,17 @@ class OtaApp:
             next_partition=next_slot.label,
         )
 
+    def _link_gone(self, conn: BoardConnection, command: str) -> bool:
+        """True when the link that sent ``command`` dropped while the board was busy (erasing, verifying).
+
+        The reply belongs to that link's conversation only: sent on the next link it would answer a question
+        nobody asked there. The work itself is kept (a BEGIN with the same SHA-256 resumes).
+        """
+        if conn is self.board._conn:
+            return False
+        logger.info("%s: the link that sent %s dropped meanwhile; its reply is not sent", self.board.name, command)
+        return True
+
     def _refuse(self, conn: BoardConnection, code: ErrorCode, detail: str, in_reply_to: MessageType | None) -> None:
         what = in_reply_to.name if in_reply_to is not None else "the transfer"
         logger.info("%s: refusing %s: %s (%s)", self.board.name, what, code.name, detail)
@@ -239,6 +250,8 @@ class OtaApp:
                 return self._refuse(conn, _error_code(exc), exc.message, MessageType.BEGIN)
             self.transfer = _Transfer(begin=begin, update=update)
             offset = 0
+        if self._link_gone(conn, "BEGIN"):
+            return
         self.board._notify(conn.send(BeginOk(offset=offset, window_bytes=self.board.config.window_bytes)))
 
     def _on_data(self, event: DataReceived, connection: Connection) -> None:
@@ -277,6 +290,8 @@ class OtaApp:
             detail = f"image for chip id {info.chip_id}"
             return self._refuse(conn, ErrorCode.CHIP_MISMATCH, detail, MessageType.FINISH)
         transfer.verified = True
+        if self._link_gone(conn, "FINISH"):
+            return
         self.board._notify(conn.send(FinishOk(sha256=transfer.begin.sha256)))
 
     def _on_commit(self, conn: BoardConnection) -> None:

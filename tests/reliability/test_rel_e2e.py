@@ -79,12 +79,6 @@ async def test_the_real_p11_image_survives_three_drops_and_a_power_loss(firmware
     assert result.outcome is Outcome.NEW and result.resumed_from == (0,), result.explain()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4: the simulated firmware sends the BEGIN_OK of a link that dropped during the erase on the next "
-    "link (bridge/sim/firmware.py _on_begin notifies whatever link is current once esp_ota_begin returns). "
-    "The engine survives it (it retries HELLO), a real board must not do it.",
-)
 async def test_a_reply_meant_for_a_dropped_link_never_reaches_the_next_one(tmp_path: Path) -> None:
     import asyncio
     import hashlib
