@@ -61,8 +61,8 @@ class OursConfig:
         return f"window {self.window_bytes // KIB} KiB, ACK every {ack}, frame {frame}"
 
 
-#: What the code does today: ``bridge.sim``/``ReferenceBoard`` grant 16 KiB, the board ACKs every window/4, and
-#: ``bridge.ble.link.choose_frame_bytes`` picks 495/244-byte writes when they fit.
+#: What the code does today: ``bridge.sim``/``ReferenceBoard`` grant their default window, the board ACKs every
+#: window/4, and ``bridge.ble.link.choose_frame_bytes`` picks 495/244-byte writes when they fit.
 SHIPPED = OursConfig(window_bytes=DEFAULT_WINDOW_BYTES, ack_interval_bytes=None, frame_policy="aligned")
 
 

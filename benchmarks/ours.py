@@ -36,11 +36,12 @@ from protocol import (
     Info,
     Nack,
 )
+from protocol.reference import default_info
 
 __all__ = ["DEFAULT_WINDOW_BYTES", "OursSession"]
 
-#: What ``protocol.reference.ReferenceBoard`` grants; the sweeps in the report test it.
-DEFAULT_WINDOW_BYTES = 16384
+#: What ``protocol.reference.ReferenceBoard`` (and the simulated board) grant; the sweeps in the report test it.
+DEFAULT_WINDOW_BYTES = default_info().window_bytes
 
 _ERASE = {
     EraseMode.SEQUENTIAL_4K: EraseStrategy.SEQUENTIAL_4K,

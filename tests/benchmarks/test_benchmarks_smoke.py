@@ -98,3 +98,11 @@ def test_bad_profile_is_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "unknown profile" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_shipped_window_is_what_the_boards_grant() -> None:
+    """The report's "defaults the code ships" row must describe the simulated and the reference board."""
+    from benchmarks.ours import DEFAULT_WINDOW_BYTES
+    from bridge.sim.config import SimBoardConfig
+
+    assert SimBoardConfig().window_bytes == DEFAULT_WINDOW_BYTES == 32 * 1024
