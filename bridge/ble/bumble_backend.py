@@ -463,6 +463,8 @@ class BumbleBackend(BleBackend):
     ) -> None:
         self.device = device
         self._terminated = terminated
+        if terminated is not None:
+            terminated.add_done_callback(self._on_transport_lost)
         self.name = name
         self._virtual = virtual
         self._close_transport = close_transport
@@ -471,6 +473,15 @@ class BumbleBackend(BleBackend):
     @property
     def is_virtual(self) -> bool:
         return self._virtual
+
+    def _on_transport_lost(self, terminated: asyncio.Future[None]) -> None:
+        """The HCI transport closed: every link on it is gone, so say so now instead of letting waits time out."""
+        if not terminated.cancelled() and terminated.exception() is not None:
+            logger.debug("HCI transport %s closed: %s", self.name, terminated.exception())
+        logger.info("the HCI transport of %s closed; dropping its links", self.name)
+        for connection in list(self.device.connections.values()):
+            with contextlib.suppress(Exception):
+                connection.emit(Connection.EVENT_DISCONNECTION, hci.HCI_CONNECTION_TIMEOUT_ERROR)
 
     @property
     def transport_lost(self) -> bool:

@@ -116,9 +116,13 @@ async def test_cancel_after_commit_is_journaled_as_committed_and_the_board_switc
     assert interruption is not None and interruption.phase == "committed"
     assert f"is rebooting into {P14_VERSION}" in interruption.message()
     assert f"bridge status {board.address}" in interruption.message()
-    # The journal tells the truth: the board does come back on the new image.
+    # The journal tells the truth: the board does come back on the new image (it restarts REBOOT_OK's delay later).
+    for _ in range(400):
+        if board.running_version == P14_VERSION:
+            break
+        await asyncio.sleep(0.05)
     await board.wait_booted(20)
-    assert board.running_version == P14_VERSION
+    assert (board.running_version, board.running_partition) == (P14_VERSION, "ota_1")
 
 
 def test_ctrl_c_after_commit_prints_committed_not_nothing_changed(
@@ -333,7 +337,7 @@ async def test_controller_taken_after_commit_is_committed_unconfirmed_fast(
     finally:
         for sock in intruder:
             sock.close()
-    assert time.monotonic() - started < 15  # not the 60 s reboot timeout
+    assert time.monotonic() - started < 5  # not the 60 s reboot timeout, nor a reply timeout
     assert isinstance(info.value.__cause__, TransportLostError)
     assert info.value.message.startswith(
         f"the update was committed and {board.address} was rebooting into {P14_VERSION}"
@@ -341,7 +345,10 @@ async def test_controller_taken_after_commit_is_committed_unconfirmed_fast(
     assert info.value.hint is not None and f"bridge status {board.address}" in info.value.hint
     assert entry.result is AttemptResult.COMMITTED_UNCONFIRMED
     assert entry.bytes_sent >= P14_SIZE
-    await board.wait_booted(20)
+    for _ in range(400):
+        if board.running_version == P14_VERSION:
+            break
+        await asyncio.sleep(0.05)
     assert board.running_version == P14_VERSION
 
 
@@ -389,7 +396,7 @@ async def test_controller_taken_during_upload_fails_fast_with_a_clear_error(
     finally:
         for sock in intruder:
             sock.close()
-    assert time.monotonic() - started < 15  # an ack timeout, not reconnect_attempts x connect timeouts
+    assert time.monotonic() - started < 5  # not an ack timeout, nor reconnect_attempts x connect timeouts
     assert isinstance(info.value, TransportLostError)
     assert "went away" in info.value.message
     assert entry.result is AttemptResult.FAILED
