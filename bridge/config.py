@@ -18,6 +18,7 @@ The matching environment variable is the key in upper case with a ``BRIDGE_`` pr
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import re
@@ -33,16 +34,22 @@ from bridge.errors import ConfigError
 
 __all__ = [
     "APP_NAME",
+    "KNOWN_ENV_VARS",
     "BridgeConfig",
     "default_config_file",
     "default_data_dir",
     "load_config",
+    "to_toml",
+    "trusted_server_urls",
+    "unknown_env_vars",
 ]
 
 APP_NAME = "ota-bridge"
 
-#: Environment variables that are not configuration keys (they are read elsewhere or name the file itself).
-_NOT_KEYS = frozenset({"BRIDGE_CONFIG"})
+#: Environment variables that are not configuration keys: the file itself, the radio (read by the CLI's ``--hci``
+#: option, not by :func:`load_config`: a library user passes ``backend=bridge.ble.backend_from_hci(...)``) and the
+#: firmware corpus folder of the test suite.
+_NOT_KEYS = frozenset({"BRIDGE_CONFIG", "BRIDGE_HCI", "BRIDGE_FIRMWARE_DIR"})
 
 
 def default_config_file() -> Path:
@@ -138,10 +145,30 @@ def _problem(key: str, value: Any) -> str | None:
         return f"must start with http:// or https://, not {value!r}"
     if key == "channel" and not value:
         return "must not be empty"
+    if key == "data_dir" and isinstance(value, Path):
+        return _folder_problem(value)
+    return None
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be (or become) a folder: it, or the nearest part of it that exists, is not a folder."""
+    for part in (path, *path.parents):
+        try:
+            if not part.exists():
+                continue
+        except OSError:
+            return None  # unreadable: the first write says why
+        if part.is_dir():
+            return None
+        if part == path:
+            return f"must be a folder, but {path} is a file"
+        return f"must be a folder, but {path} cannot be created: {part} is a file"
     return None
 
 
 def _hint(key: str) -> str:
+    if key == "data_dir":
+        return "Point data_dir at a folder (it is created if missing), or remove it to use the default one."
     if key == "server_url":
         return "Set server_url to the update server's address, e.g. https://firmware.example.com/repo."
     return f"Fix {key} in the configuration file, environment or flags (`bridge config show` lists every key)."
@@ -245,13 +272,73 @@ def _read_env(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         key = name.removeprefix("BRIDGE_").lower()
         if key not in known:
-            continue  # other parts of the tool may read their own BRIDGE_* variables
+            continue  # the CLI warns about these (unknown_env_vars)
+        if value == "":
+            continue  # set but empty means unset, for every key (as a shell's `BRIDGE_X= bridge ...` intends)
         origin = f"environment variable {name}"
         values[key] = coerced = _coerce(key, value, origin=origin)
         problem = _problem(key, coerced)
         if problem:
             raise ConfigError(f"{origin}: {key} {problem}", hint=_hint(key))
     return values
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def to_toml(config: BridgeConfig) -> str:
+    """``config`` as a TOML file :func:`load_config` reads back to an equal configuration.
+
+    Unset values (``server_url = None``) become comments, since TOML has no null.
+    """
+    lines = []
+    for key, value in config.as_dict().items():
+        if value is None:
+            lines.append(f"# {key} = (not set)")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def trusted_server_urls(data_dir: Path) -> list[str]:
+    """The URLs of the servers trusted in ``data_dir`` (by ``bridge trust``), sorted; unreadable entries skipped.
+
+    Reads the trust store's layout (``servers/<host>-<hash>/server.json`` next to ``trusted-root.json``, see
+    :mod:`bridge.source.trust`) without importing the network stack.
+    """
+    urls: set[str] = set()
+    try:
+        folders = sorted((data_dir / "servers").iterdir())
+    except OSError:
+        return []
+    for folder in folders:
+        try:
+            if not (folder / "trusted-root.json").is_file():
+                continue
+            record = json.loads((folder / "server.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        url = record.get("url") if isinstance(record, dict) else None
+        if isinstance(url, str) and re.match(r"^https?://\S+$", url):
+            urls.add(url)
+    return sorted(urls)
+
+
+#: Every ``BRIDGE_*`` environment variable the tool reads: one per configuration key, plus the file and the radio.
+KNOWN_ENV_VARS: tuple[str, ...] = tuple(
+    sorted({"BRIDGE_CONFIG", "BRIDGE_HCI"} | {f"BRIDGE_{f.name.upper()}" for f in fields(BridgeConfig)})
+)
+
+
+def unknown_env_vars(env: Mapping[str, str]) -> list[str]:
+    """``BRIDGE_*`` variables in ``env`` that nothing reads (typos such as ``BRIDGE_SERVER``), sorted."""
+    known = set(KNOWN_ENV_VARS) | _NOT_KEYS
+    return sorted(name for name in env if name.startswith("BRIDGE_") and name not in known)
 
 
 def load_config(

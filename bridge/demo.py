@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,15 @@ from bridge.api import Bridge
 from bridge.config import BridgeConfig
 from bridge.errors import UsageError
 
-__all__ = ["DEMO_BOARD_NAME", "DemoImages", "DemoSetup", "demo_environment", "demo_images"]
+__all__ = [
+    "DEMO_BOARD_NAME",
+    "DEMO_MARKER",
+    "DemoImages",
+    "DemoSetup",
+    "check_workdir",
+    "demo_environment",
+    "demo_images",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +43,31 @@ DEMO_BOARD_NAME = "demo-c3"
 CORPUS_OLD, CORPUS_NEW = "P15", "P14"
 #: Size of each built image (a realistic small app, and long enough to see the progress bar move).
 BUILT_IMAGE_BYTES = 384 * 1024
+#: File the demo leaves in its working folder: a folder holding it may be reused by another demo.
+DEMO_MARKER = ".bridge-demo"
+
+
+def check_workdir(workdir: Path) -> None:
+    """UsageError unless ``workdir`` may hold a demo: missing, empty, or left by an earlier demo (its marker).
+
+    The demo writes a repository, images and a data folder there: it never mixes them into someone's files.
+    """
+    if not workdir.exists():
+        return
+    if not workdir.is_dir():
+        raise UsageError(
+            f"--workdir {workdir} is a file, not a folder",
+            hint="Give a new or empty folder (it is created), or leave --workdir out to use a temporary one.",
+        )
+    try:
+        entries = {child.name for child in workdir.iterdir()}
+    except OSError as exc:
+        raise UsageError(f"--workdir {workdir}: cannot list it ({exc.strerror or exc})") from None
+    if entries and DEMO_MARKER not in entries:
+        raise UsageError(
+            f"--workdir {workdir} is not empty and was not made by `bridge demo`",
+            hint="Give a new or empty folder, or leave --workdir out to use a temporary one.",
+        )
 
 
 @dataclass(frozen=True)
@@ -116,6 +150,17 @@ def demo_config(workdir: Path, url: str) -> BridgeConfig:
     )
 
 
+def _clear_previous_demo(workdir: Path) -> None:
+    """An earlier demo's folder (its marker inside) starts afresh: a new repository, images and data folder."""
+    if not (workdir / DEMO_MARKER).is_file():
+        return
+    for child in workdir.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 @contextlib.asynccontextmanager
 async def demo_environment(workdir: Path, *, images: Path | None = None) -> AsyncIterator[DemoSetup]:
     """Repository + loopback server + virtual world + simulated board + bridge, all inside ``workdir``."""
@@ -125,7 +170,10 @@ async def demo_environment(workdir: Path, *, images: Path | None = None) -> Asyn
     from bridge.sim.world import VirtualWorld
     from bridge.source import trust_server
 
+    await asyncio.to_thread(check_workdir, workdir)
+    await asyncio.to_thread(_clear_previous_demo, workdir)
     await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread((workdir / DEMO_MARKER).write_text, "made by `bridge demo`\n", encoding="utf-8")
     chosen = await asyncio.to_thread(demo_images, workdir, images)
     repo_dir = workdir / "repo"
     root_json = await asyncio.to_thread(_publish, repo_dir, chosen)

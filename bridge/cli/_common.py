@@ -6,8 +6,11 @@ Only ``bridge.cli`` imports typer and rich, and only the CLI calls ``asyncio.run
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import os
 import sys
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
@@ -20,9 +23,38 @@ from bridge.errors import BridgeError, ExitCode
 
 T = TypeVar("T")
 
+#: Width of a console that is not a terminal: wide enough that rich never wraps or truncates an identifier
+#: (versions, addresses, paths, fingerprints) when the output is piped into a file, ``grep`` or a script.
+PIPE_WIDTH = 100_000
+
+
+class _Console(Console):
+    """rich's Console, but a closed pipe ends the program with ``BROKEN_PIPE_EXIT`` (rich would exit 1)."""
+
+    def on_broken_pipe(self) -> None:
+        if self.stderr:
+            self.quiet = True  # nobody reads the diagnostics any more: carry on without them
+            return
+        silence_stdout()
+        raise SystemExit(BROKEN_PIPE_EXIT)
+
+
+def _console(*, stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return _Console(stderr=stderr, highlight=False, width=None if tty else PIPE_WIDTH)
+
+
 #: Human output goes to stdout; diagnostics and progress to stderr, so ``--json`` output stays parseable.
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+#: On a terminal rich fits the output to the window; otherwise lines are never wrapped (see ``PIPE_WIDTH``).
+console = _console(stderr=False)
+err_console = _console(stderr=True)
+
+#: A boolean flag's metavar: typer would otherwise show ``--json <bool>`` although the flag takes no value.
+FLAG = ""
 
 
 @dataclass
@@ -41,8 +73,55 @@ def global_options(ctx: typer.Context) -> GlobalOptions:
     return GlobalOptions()
 
 
+#: Exit status when stdout is closed early (``bridge log | head -1``): 128 + SIGPIPE, what a shell reports for a
+#: program killed by a broken pipe. Nothing is printed: the reader chose to stop reading.
+BROKEN_PIPE_EXIT = 141
+
+
+@dataclass
+class _State:
+    debug: bool = False
+
+
+_state = _State()
+
+
+def set_debug(debug: bool) -> None:
+    """``--debug``: errors also print their traceback (the chain of causes) on stderr."""
+    _state.debug = debug
+
+
+def debug_enabled() -> bool:
+    return _state.debug
+
+
+def silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real file (tests): nothing to protect
+        pass
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    """The last safety net: a bug, not a user mistake. One line, or the traceback with ``--debug``."""
+    if _state.debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    err_console.print(
+        f"internal error: {detail} (run with --debug for the traceback; please report it)",
+        markup=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(int(ExitCode.INTERNAL))
+
+
 def fail(error: BridgeError, *, as_json: bool = False) -> NoReturn:
     """Print ``error`` as one clear sentence plus what to do, and exit with its code."""
+    if _state.debug and error.__traceback__ is not None:
+        traceback.print_exception(error, file=sys.stderr)
     if as_json:
         payload = {
             "ok": False,

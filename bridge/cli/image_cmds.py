@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bridge.cli._common import console, fail, print_json
+from bridge.cli._common import FLAG, console, fail, print_json
 from bridge.errors import BridgeError, ExitCode, ImageError, PreflightError, UsageError
 from bridge.image import Chip, ImageInfo, fit_verdict, inspect_image
 
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
 def info_cmd(
     file: Annotated[Path, typer.Argument(help="The app image, e.g. build/<project>.bin.", show_default=False)],
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the fields and the verdict as one JSON document.")
+        bool, typer.Option("--json", metavar=FLAG, help="Print the fields and the verdict as one JSON document.")
     ] = False,
     chip: Annotated[
         str | None, typer.Option("--chip", help="Also check it is built for this chip (esp32c3, ESP32-S3).")
@@ -67,17 +67,23 @@ def info_cmd(
     if not verdict.ok:
         error_type = ImageError if verdict is info.verdict else PreflightError
         fail(error_type(verdict.message, code=str(verdict.code), hint=verdict.hint))
+    console.print(str(file), markup=False, soft_wrap=True, style="italic")  # not a table title: those wrap
     console.print(_table(file, info))
     console.print(f"[bold green]{verdict.code}[/]: {verdict.message}", soft_wrap=True)
     if verdict.hint:
         console.print(f"[dim]hint:[/] {verdict.hint}", soft_wrap=True)
 
 
-def _inspect(file: Path) -> ImageInfo:
+def check_image_path(file: Path) -> None:
+    """UsageError (exit 2) unless ``file`` is an existing regular file: `image info` and `push` say the same."""
     if not file.exists():
         raise UsageError(f"{file}: no such file.", hint="Give the path of the app image, e.g. build/<project>.bin.")
     if not file.is_file():
         raise UsageError(f"{file} is not a regular file.", hint="Give the path of the app image, not a folder.")
+
+
+def _inspect(file: Path) -> ImageInfo:
+    check_image_path(file)
     return inspect_image(file)
 
 
@@ -89,7 +95,7 @@ def _parse_chip(text: str) -> Chip:
 
 
 def _table(file: Path, info: ImageInfo) -> Table:
-    table = Table(title=str(file), show_header=False, title_justify="left", box=None, pad_edge=False)
+    table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     app = info.app

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from bridge.cli._common import console, err_console, fail, global_options, run
+from bridge.cli._common import FLAG, console, err_console, fail, global_options, run
 from bridge.errors import ImageError, TransportError, UsageError
 
 __all__ = ["register"]
@@ -94,7 +96,8 @@ def sim_cmd(
         typer.Option("--fault", help="KEY=VALUE, repeatable: " + ", ".join(_FAULT_KEYS) + " (frame numbers from 1)."),
     ] = None,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print one JSON line (hci transport, boards) on stdout, then run.")
+        bool,
+        typer.Option("--json", metavar=FLAG, help="Print one JSON line (hci transport, boards), then run."),
     ] = False,
 ) -> None:
     """Run a simulated ESP32 board and print how another process reaches it (``--hci tcp-client:...``).
@@ -103,6 +106,14 @@ def sim_cmd(
     """
     if global_options(ctx).hci:
         fail(UsageError("`bridge sim` makes its own radio and takes no --hci", hint="Drop the global --hci option."))
+    if state is not None and state.is_dir():
+        fail(
+            UsageError(
+                f"--state {state} is a folder",
+                hint="Give the path of a state file, e.g. --state board.sim (created if missing).",
+            ),
+            as_json=as_json,
+        )
     try:
         from bridge.sim.config import SelfTest, SimBoardConfig
 
@@ -211,10 +222,13 @@ async def _serve(config: Any, host: str, port: int, *, as_json: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: Ctrl-C arrives as KeyboardInterrupt
             loop.add_signal_handler(signum, stop.set)
+    _check_port_free(host, port)
     async with VirtualWorld() as world:
         try:
             bound_host, bound_port = await world.expose_hci(host, port)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _port_in_use(port) from exc
             raise TransportError(
                 f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                 hint="Choose another --port (0 picks a free one), or stop the other `bridge sim`.",
@@ -234,6 +248,27 @@ async def _serve(config: Any, host: str, port: int, *, as_json: bool) -> None:
     err_console.print(
         "simulated board stopped" + (f"; state saved to {config.state_file}" if config.state_file else "")
     )
+
+
+def _port_in_use(port: int) -> UsageError:
+    return UsageError(
+        f"port {port} is in use; pass --port 0 (any free port) or another port",
+        hint="Another program, or another `bridge sim`, listens on it.",
+    )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """UsageError if ``host:port`` is taken, before any radio is built (bound the way the simulator binds it)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise _port_in_use(port) from exc
+            # anything else (a bad --host, say) is reported by the simulator itself
 
 
 def _summary(board: Any, hci: str) -> dict[str, Any]:

@@ -22,8 +22,9 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 from rich.table import Table
 
 from bridge.api import BoardStatus, Bridge, UpdateState, exit_code_for_status
-from bridge.cli._common import console, err_console, fail, global_options, print_json, run
-from bridge.config import BridgeConfig, default_config_file, load_config
+from bridge.cli._common import FLAG, console, err_console, fail, global_options, print_json, run
+from bridge.cli.image_cmds import check_image_path
+from bridge.config import BridgeConfig, default_config_file, load_config, to_toml, trusted_server_urls
 from bridge.errors import BoardNotFoundError, BridgeError, ExitCode, UsageError
 from bridge.events import Confirmed, Downloading, RolledBack, SyncEvent, Uploading, UpToDate, event_to_dict
 from bridge.journal import Journal
@@ -123,12 +124,33 @@ class EventPrinter:
 # Shared plumbing
 
 
-def _config(ctx: typer.Context, **overrides: Any) -> BridgeConfig:
+def _config(ctx: typer.Context, *, as_json: bool = False, **overrides: Any) -> BridgeConfig:
     options = global_options(ctx)
     try:
         return load_config(options.config_file, overrides=overrides)
     except BridgeError as exc:
-        fail(exc)
+        fail(exc, as_json=as_json)
+
+
+#: What status and sync say when they have no server to ask.
+NO_SERVER_MESSAGE = "no update server configured: set server_url in config.toml or BRIDGE_SERVER_URL"
+
+
+def _with_server(config: BridgeConfig) -> BridgeConfig:
+    """``config``, or, when server_url is not set and exactly one server is trusted, ``config`` using that one.
+
+    After `bridge trust URL ...` a technician can run `bridge status` at once; the note on stderr says which
+    server is used. With no trusted server, or several, server_url stays unset (status: state ``unknown``).
+    """
+    if config.server_url is not None:
+        return config
+    urls = trusted_server_urls(config.data_dir)
+    if len(urls) != 1:
+        return config
+    err_console.print(
+        f"note: using {urls[0]}, the only trusted server (server_url is not set)", markup=False, soft_wrap=True
+    )
+    return config.replace(server_url=urls[0])
 
 
 def _bridge(ctx: typer.Context, config: BridgeConfig) -> Bridge:
@@ -163,7 +185,7 @@ def _status_row(status: BoardStatus) -> tuple[str, str, str, str]:
     elif status.state is UpdateState.NO_UPDATE:
         state = "no update"
     else:
-        state = "unknown"
+        state = "unknown"  # no update server configured (or it could not say)
     return (status.board, status.name, escape(running), state)
 
 
@@ -211,10 +233,13 @@ def scan_cmd(
     timeout_s: Annotated[
         float | None, typer.Option("--timeout", help="Seconds to listen (default: scan_timeout_s).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
 ) -> None:
-    """List the boards in range that offer the OTA Bridge service."""
-    config = _config(ctx, scan_timeout_s=timeout_s)
+    """List the boards in range that offer the OTA Bridge service.
+
+    Exit status: 0 boards found; 2 bad usage; 4 no board answered; 5 Bluetooth failed; 10 configuration error.
+    """
+    config = _config(ctx, as_json=as_json, scan_timeout_s=timeout_s)
 
     async def job(bridge: Bridge) -> int:
         adverts = await bridge.scan()
@@ -237,13 +262,18 @@ def scan_cmd(
 def status_cmd(
     ctx: typer.Context,
     board: Annotated[str | None, typer.Argument(help="Board address or name (default: every board in range).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
 ) -> None:
     """Is the board connected, what does it run, and is it updated, outdated or without update?
 
-    Exit status: 0 updated or no update, 3 outdated, 4 board not found.
+    States: updated; outdated (a newer release is available); not connected;
+    no update (the server has no release for this board's project and chip);
+    unknown (no update server configured: set server_url, or trust exactly one server).
+
+    Exit status: 0 updated, no update or unknown; 2 bad usage; 3 outdated; 4 board not found;
+    5 Bluetooth link failed; 9 update server error (unreachable, untrusted, bad signature); 10 configuration error.
     """
-    config = _config(ctx)
+    config = _with_server(_config(ctx, as_json=as_json))
 
     async def job(bridge: Bridge) -> int:
         targets: list[str | BoardAdvert] = [board] if board else list(await bridge.scan())
@@ -258,6 +288,8 @@ def status_cmd(
                 _print_board_details(statuses[0])
             if any(not s.connected for s in statuses):
                 err_console.print(f"[dim]hint:[/] {escape(BoardNotFoundError.default_hint)}", soft_wrap=True)
+            elif config.server_url is None:
+                err_console.print(f"[dim]hint:[/] {escape(NO_SERVER_MESSAGE)}", soft_wrap=True)
         codes = [exit_code_for_status(s) for s in statuses]
         return max(codes, key=_severity)
 
@@ -308,27 +340,33 @@ def sync_cmd(
     board: Annotated[
         str | None, typer.Argument(help="Board address or name (default: the only board in range).")
     ] = None,
-    every: Annotated[bool, typer.Option("--all", help="Update every board in range, one after the other.")] = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Only say what would be updated (exit 3 if anything).")
+    every: Annotated[
+        bool, typer.Option("--all", metavar=FLAG, help="Update every board in range, one after the other.")
     ] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before updating.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the events and the outcome as JSON.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar=FLAG, help="Only say what would be updated (exit 3 if anything).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", metavar=FLAG, help="Do not ask before updating.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="Print the events and the outcome as JSON.")
+    ] = False,
 ) -> None:
     """Update a board to the newest release on the server, then confirm it runs it.
 
-    Exit status: 0 updated (or already up to date), 3 update available (--dry-run), 4 board not found,
-    5 link failed, 6 image refused, 7 update failed, 8 rolled back, 9 server error.
+    Exit status: 0 updated, already up to date, or declined at the prompt (nothing changed); 2 bad usage;
+    3 update available (--dry-run); 4 board not found; 5 Bluetooth link failed; 6 image refused;
+    7 update failed; 8 rolled back; 9 update server error; 10 configuration error; 130 interrupted (Ctrl-C).
     """
     if board is not None and every:
         fail(UsageError("name a board or pass --all, not both", hint="`bridge sync BOARD` or `bridge sync --all`."))
-    config = _config(ctx)
+    config = _with_server(_config(ctx, as_json=as_json))
     if config.server_url is None:
         fail(
             UsageError(
-                "no update server is configured",
-                hint="Set server_url in the config file or BRIDGE_SERVER_URL; `bridge push` installs a local file.",
-            )
+                NO_SERVER_MESSAGE,
+                hint="`bridge trust URL --root root.json` first; `bridge push` installs a local file.",
+            ),
+            as_json=as_json,
         )
     if not (yes or dry_run or as_json) and not sys.stdin.isatty():
         fail(UsageError("sync would ask for confirmation, but there is no terminal", hint="Pass --yes."))
@@ -370,7 +408,12 @@ async def _sync_one(
         result["outcome"] = "update_available"
         return int(ExitCode.UPDATE_AVAILABLE), result
     if not yes and not as_json and not await _ask(f"Update {plan}?"):
-        out.print("nothing changed")
+        out.print(
+            f"nothing changed: the board still runs {status.running_version or '?'} "
+            f"(release {status.available.version} is available)",
+            markup=False,
+            soft_wrap=True,
+        )
         result["outcome"] = "declined"
         return int(ExitCode.OK), result
     events: list[dict[str, Any]] = []
@@ -385,13 +428,21 @@ def push_cmd(
     ctx: typer.Context,
     board: Annotated[str, typer.Argument(help="Board address or name.")],
     image_file: Annotated[Path, typer.Argument(help="Application image (.bin) to install.", dir_okay=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the events and the outcome as JSON.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", metavar=FLAG, help="Print the events and the outcome as JSON.")
+    ] = False,
 ) -> None:
     """Install a local image file on a board (checked first: ESP32 format, chip, size, secure_version).
 
-    Exit status: 0 installed and confirmed, 4 board not found, 6 image refused, 7 failed, 8 rolled back.
+    Exit status: 0 installed and confirmed (or already running it); 2 bad usage (no such file);
+    4 board not found; 5 Bluetooth link failed; 6 image refused; 7 update failed; 8 rolled back;
+    10 configuration error; 130 interrupted (Ctrl-C).
     """
-    config = _config(ctx)
+    config = _config(ctx, as_json=as_json)
+    try:
+        check_image_path(image_file)
+    except BridgeError as exc:
+        fail(exc, as_json=as_json)
 
     async def job(bridge: Bridge) -> int:
         out = err_console if as_json else console
@@ -409,10 +460,13 @@ def fetch_cmd(
     ctx: typer.Context,
     project: Annotated[str | None, typer.Option("--project", help="Only this project.")] = None,
     chip: Annotated[str | None, typer.Option("--chip", help="Only this chip (esp32, esp32c3, ...).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
 ) -> None:
-    """Download and verify the newest releases into the offline cache, for a later push without network."""
-    config = _config(ctx)
+    """Download and verify the newest releases into the offline cache, for a later `bridge sync` without network.
+
+    Exit status: 0 fetched (or nothing to fetch); 2 bad usage; 9 update server error; 10 configuration error.
+    """
+    config = _with_server(_config(ctx, as_json=as_json))
 
     async def job(bridge: Bridge) -> int:
         fetched = await bridge.fetch(project=project, chip=chip)
@@ -421,10 +475,23 @@ def fetch_cmd(
         elif not fetched:
             console.print("the server has no confirmed release to fetch")
         for release, path in fetched if not as_json else []:
-            console.print(f"cached {release.project} {release.version} ({release.chip}) -> {path}")
+            console.print(
+                f"cached {release.project} {release.version} ({_chip_name(release.chip)}) -> {path}",
+                markup=False,
+                soft_wrap=True,
+            )
         return 0
 
     _exit(run(lambda: _with_bridge(_bridge(ctx, config), job), as_json=as_json))
+
+
+def _chip_name(chip_id: int) -> str:
+    from bridge.image import Chip
+
+    try:
+        return Chip(chip_id).display_name
+    except ValueError:
+        return f"chip id {chip_id}"
 
 
 def log_cmd(
@@ -432,10 +499,13 @@ def log_cmd(
     limit: Annotated[
         int, typer.Option("--limit", "-n", min=0, help="How many of the newest attempts to show (0: all).")
     ] = 20,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
 ) -> None:
-    """Show the journal of update attempts (board, versions, result, bytes, duration, error)."""
-    config = _config(ctx)
+    """Show the journal of update attempts (board, versions, result, bytes, duration, error).
+
+    Exit status: 0; 10 configuration error.
+    """
+    config = _config(ctx, as_json=as_json)
     entries = Journal(config.journal_file).tail(limit)
     if as_json:
         print_json([json.loads(e.to_json()) for e in entries])
@@ -465,18 +535,22 @@ def log_cmd(
 
 def config_show_cmd(
     ctx: typer.Context,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print JSON.")] = False,
 ) -> None:
-    """Print the configuration in effect (defaults < config file < BRIDGE_* environment < flags)."""
-    config = _config(ctx)
+    """Print the configuration in effect (defaults < config file < BRIDGE_* environment < flags) as TOML.
+
+    The output is a valid config file: save it and pass it to --config. Unset values are comments.
+
+    Exit status: 0; 10 configuration error.
+    """
+    config = _config(ctx, as_json=as_json)
     options = global_options(ctx)
     source = options.config_file or str(default_config_file())
     if as_json:
         print_json({"config_file": source, **config.as_dict()})
         return
-    console.print(f"[dim]config file:[/] {source}")
-    for key, value in config.as_dict().items():
-        console.print(f"{key} = {value!r}")
+    sys.stdout.write(f"# configuration in effect; config file: {source}\n" + to_toml(config))
+    sys.stdout.flush()
 
 
 def demo_cmd(
@@ -488,7 +562,7 @@ def demo_cmd(
         Path | None,
         typer.Option("--workdir", help="Folder for the demo's repository and data (default: a new temporary folder)."),
     ] = None,
-    keep: Annotated[bool, typer.Option("--keep", help="Keep the temporary folder afterwards.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", metavar=FLAG, help="Keep the temporary folder afterwards.")] = False,
 ) -> None:
     """The whole job on a simulated board, no hardware and no network: status -> sync -> status.
 
@@ -499,17 +573,25 @@ def demo_cmd(
     import shutil
     import tempfile
 
+    from bridge.demo import check_workdir
+
     own_dir = workdir is None
+    if workdir is not None:
+        try:
+            check_workdir(workdir)
+        except BridgeError as exc:
+            fail(exc)
     folder = Path(tempfile.mkdtemp(prefix="bridge-demo-")) if workdir is None else workdir
     try:
-        code = run(lambda: _demo(folder, images))
+        code = run(lambda: _demo(folder, images, deleted=own_dir and not keep))
     finally:
         if own_dir and not keep:
             shutil.rmtree(folder, ignore_errors=True)
     _exit(code)
 
 
-async def _demo(folder: Path, images: Path | None) -> int:
+async def _demo(folder: Path, images: Path | None, *, deleted: bool = False) -> int:
+    """The demo's script; ``deleted``: the folder goes away afterwards, so no path inside it is printed last."""
     from bridge.demo import demo_environment
 
     console.print("[bold]bridge demo[/]: a simulated board, a local update server, no hardware, no network")
@@ -536,9 +618,10 @@ async def _demo(folder: Path, images: Path | None) -> int:
         _print_status_table([after])
         if code == 0 and after.state is UpdateState.UPDATED:
             console.print(f"\n[green]done:[/] the board went from {chosen.old_version!r} to {after.running_version!r}.")
+            where = "deleted with the demo's folder; --keep keeps it" if deleted else str(bridge.journal.path)
             for entry in bridge.log(limit=1):
                 console.print(
-                    f"journal ({bridge.journal.path}): {entry.result}, {entry.from_version} -> {entry.to_version}, "
+                    f"journal ({where}): {entry.result}, {entry.from_version} -> {entry.to_version}, "
                     f"{entry.bytes_sent:,} bytes sent in {entry.duration_s:.1f} s",
                     soft_wrap=True,
                     markup=False,

@@ -41,6 +41,10 @@ def load_state(path: Path) -> BoardState | None:
         raw = path.read_bytes()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise ValueError(f"--state {path} is a folder: give the path of a state file (created if missing)") from None
+    except OSError as exc:
+        raise ValueError(f"--state {path}: cannot read it ({exc.strerror or exc})") from None
     if raw[: len(_MAGIC)] != _MAGIC:
         raise ValueError(f"{path} is not a simulated board state file")
     try:
