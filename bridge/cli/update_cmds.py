@@ -70,17 +70,20 @@ class EventPrinter:
         self._download_meter = RateMeter()
 
     def __enter__(self) -> EventPrinter:
-        self._progress.start()
+        if self._out.is_terminal:  # a bar in a pipe or a log file is noise (and rich ends it with a blank line)
+            self._progress.start()
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._end_bar()
-        self._progress.stop()
+        if self._progress.live.is_started:
+            self._progress.stop()  # rich's stop() prints an empty line when it never drew anything: not in a pipe
 
     def _end_bar(self) -> None:
         if self._task is not None:
+            self._progress.refresh()  # draw the last numbers (100 % when done) before the bar goes
             self._progress.remove_task(self._task)
             self._task = None
 

@@ -409,3 +409,22 @@ def test_no_stray_stdout_after_an_error(cli: Cli) -> None:
     code, out, _err = cli("push", "OTA-0001", "/nonexistent.bin")
     assert code == ExitCode.USAGE
     assert out == ""
+
+
+async def test_no_blank_line_on_stdout_after_a_failed_push(world: VirtualWorld, tmp_path: Path, image: Path) -> None:
+    host, port = await world.expose_hci()
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(FAST_CONFIG, encoding="utf-8")
+    rig = Rig(hci=f"tcp-client:{host}:{port}", config_file=config_file, data_dir=tmp_path / "data")
+    try:
+        result = await rig("push", "C0:0A:7A:00:99:99", str(image))  # nobody has that address
+    finally:
+        for transport in world._transports:
+            server = getattr(transport, "server", None)
+            if server is not None:
+                server.close()
+                await server.wait_closed()
+    assert result.code == ExitCode.BOARD_NOT_FOUND, result.stderr
+    assert result.stdout.startswith("checking C0:0A:7A:00:99:99")
+    assert result.stdout.endswith("\n") and not result.stdout.endswith("\n\n")
+    assert "" not in result.stdout.splitlines()
