@@ -6,7 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import typer
 
+from bridge.cli import repo_cmds
 from bridge.image import Chip, build_image
 from bridge.repo import Repository
 
@@ -42,3 +44,15 @@ def image(tmp_path: Path) -> ImageMaker:
         return path
 
     return make
+
+
+@pytest.fixture
+def cli() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Test shell holding only this area's commands."""
+
+    repo_cmds.register(app)
+    return app

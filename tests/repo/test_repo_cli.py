@@ -6,28 +6,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
-from bridge.cli import repo_cmds
 from bridge.errors import ExitCode
 from bridge.repo import serve_repository
 from bridge.source import trusted_server
 
 from .conftest import ImageMaker
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test shell holding only this area's commands."""
-
-    repo_cmds.register(app)
-    return app
 
 
 def run(app: typer.Typer, *args: str | Path) -> tuple[int, str, str]:

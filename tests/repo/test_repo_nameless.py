@@ -11,23 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bridge.cli import repo_cmds
 from bridge.errors import ExitCode, RepositoryError, UsageError
 from bridge.image import Chip, inspect_image
 from bridge.repo import Repository
 from tests.conftest import firmware_file
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test shell holding only this area's commands."""
-
-    repo_cmds.register(app)
-    return app
 
 
 def run(app: typer.Typer, *args: str | Path) -> tuple[int, str, str]:

@@ -5,26 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import pytest
 import typer
 from typer.testing import CliRunner
 
-from bridge.cli import repo_cmds
 from bridge.errors import ExitCode
 from bridge.repo import serve_repository
 from tests.conftest import firmware_file
-
-
-@pytest.fixture
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """Test shell holding only this area's commands."""
-
-    repo_cmds.register(app)
-    return app
 
 
 def run(app: typer.Typer, *args: str | Path, server_url: str = "") -> tuple[int, str, str]:

@@ -11,7 +11,6 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,28 +23,9 @@ from bridge.journal import AttemptResult
 from bridge.sim.config import SimBoardConfig
 from bridge.sim.world import VirtualWorld
 from protocol.constants import UpdateResult
-from tests.cli.e2e import served_repository
 from tests.conftest import firmware_file
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[VirtualWorld]:
-    async with VirtualWorld() as world:
-        yield world
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def server(firmware: Path, tmp_path: Path, data_dir: Path) -> Iterator[str]:
-    images = [firmware_file(firmware, "P15"), firmware_file(firmware, "P14")]
-    with served_repository(tmp_path / "repo", images, data_dir) as url:
-        yield url
 
 
 def _cached_files(data_dir: Path) -> list[Path]:

@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -32,29 +31,10 @@ from bridge.sim.board import SimulatedBoard
 from bridge.sim.config import SelfTest, SimBoardConfig, SimFaults
 from bridge.sim.world import VirtualWorld
 from bridge.sync.engine import CommittedUnconfirmedError
-from tests.cli.e2e import served_repository
 from tests.conftest import firmware_file
 
 P14_VERSION = "v1.4.1-2-g0296947-dirty"
 P14_SIZE = 124_192
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[VirtualWorld]:
-    async with VirtualWorld() as world:
-        yield world
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def server(firmware: Path, tmp_path: Path, data_dir: Path) -> Iterator[str]:
-    images = [firmware_file(firmware, "P15"), firmware_file(firmware, "P14")]
-    with served_repository(tmp_path / "repo", images, data_dir) as url:
-        yield url
 
 
 def fast_config(data_dir: Path, url: str | None = None, **changes: object) -> BridgeConfig:
