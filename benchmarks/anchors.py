@@ -1,8 +1,8 @@
 """The anchors: how today's protocols acknowledge, modelled on the same link and the same board.
 
 Only what costs time is modelled: write sizes (headers included), who waits for what, and when the board may
-answer (on RAM receipt or after flash). Facts: ``/work/shared/notes/espressif-ble-ota.md`` §1.3-1.6 and
-``/work/shared/notes/peers-and-servers.md`` §1-2. Every anchor gets its most favourable bleak-side client: data
+answer (on RAM receipt or after flash). Facts: ``../shared/notes/espressif-ble-ota.md`` §1.3-1.6 and
+``../shared/notes/peers-and-servers.md`` §1-2. Every anchor gets its most favourable bleak-side client: data
 as write-without-response, the largest write the MTU allows (capped at 512 B), and the same board erase strategy
 and host timings as our protocol.
 

@@ -1,6 +1,6 @@
 """Deterministic BLE link model: connection events, LL fragmentation, ATT on top, on a virtual clock.
 
-Theory of operation (``/work/shared/notes/ble-throughput.md`` §1.2 and §5.2):
+Theory of operation (``../shared/notes/ble-throughput.md`` §1.2 and §5.2):
 
 * Time advances connection event by connection event, anchored at ``k * conn_interval_us``. Inside an event the
   central sends one LL PDU and the peripheral answers with one (data, or an empty PDU); a *pair* costs

@@ -1,6 +1,6 @@
 """Reference profiles (a), (b), (c) and where each number comes from.
 
-Radio numbers are those of ``/work/shared/notes/ble-throughput.md`` §5.3; host latencies are assumptions (flagged)
+Radio numbers are those of ``../shared/notes/ble-throughput.md`` §5.3; host latencies are assumptions (flagged)
 that are small against the air time of one write, so they do not decide any result; the board defaults are §5.1.
 """
 

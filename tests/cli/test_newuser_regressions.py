@@ -1,4 +1,4 @@
-"""Regressions for the new-user trial (/work/team/NEWUSER.md items 3, 6, 9, 10, 11, 13, 14), through the real CLI.
+"""Regressions for the new-user trial (its items 3, 6, 9, 10, 11, 13, 14), through the real CLI.
 
 In-process tests use typer's CliRunner (the ``cli`` fixture: temporary config file and data folder); the ones about
 the process itself (the broken pipe, the last safety net in ``main()``, output width on a pipe) run ``bridge`` in a
