@@ -19,7 +19,7 @@ import contextlib
 import logging
 import struct
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from bleak.args import SizedBuffer
@@ -347,6 +347,8 @@ class BumbleBleakClient(BaseBleakClient):
     async def _guard(self, operation: Awaitable[T]) -> T:
         """Run one GATT operation; translate Bumble's errors and its cancel-on-disconnect into bleak errors."""
         if self._connection is None:
+            if isinstance(operation, Coroutine):
+                operation.close()  # never started: close it, or Python warns that it was never awaited
             raise BleakError("Not connected")
         task = asyncio.current_task()
         try:
