@@ -186,20 +186,20 @@ class Interruption:
     version: str = ""
     bytes_sent: int = 0
 
-    def message(self) -> str:
-        """One sentence that says what the cancellation did to the board."""
+    def message(self, cause: str = "interrupted") -> str:
+        """One sentence that says what the cancellation did to the board, starting with ``cause``."""
         if self.phase == "committed":
             into = self.version or "the new image"
             return (
-                f"interrupted after the commit: the update was committed and {self.board} is rebooting into {into}; "
+                f"{cause} after the commit: the update was committed and {self.board} is rebooting into {into}; "
                 f"run `bridge status {self.board}` to see it running."
             )
         if self.phase == "uploading":
             return (
-                f"interrupted during the upload: {self.board} was told to abort and keeps its firmware; "
+                f"{cause} during the upload: {self.board} was told to abort and keeps its firmware; "
                 "the next sync resumes or restarts the upload."
             )
-        return "interrupted before anything was sent to the board; nothing changed."
+        return f"{cause} before anything was sent to the board; nothing changed."
 
 
 _last_interruption: Interruption | None = None

@@ -194,10 +194,10 @@ def run(coro_factory: Callable[[], Coroutine[Any, Any, T]], *, as_json: bool = F
         if isinstance(exc, asyncio.CancelledError) and not terminated:
             raise
         interruption = last_interruption(clear=True)
-        message = interruption.message() if interruption is not None else "interrupted."
-        if terminated:
-            rest = message.removeprefix("interrupted").lstrip(" :;.")
-            message = f"terminated (SIGTERM): {rest}" if rest else "terminated (SIGTERM)."
+        if interruption is None:
+            message = "terminated (SIGTERM)." if terminated else "interrupted."
+        else:
+            message = interruption.message("terminated (SIGTERM):" if terminated else "interrupted")
         err_console.print(message, markup=False, soft_wrap=True)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     finally:

@@ -26,7 +26,14 @@ from bridge.errors import (
 )
 from bridge.sync.image_file import ImageReader
 from protocol.connection import DEFAULT_BRIDGE_FEATURES, BridgeConnection
-from protocol.constants import ERROR_RECOVERY, BeginFlags, ErrorCode, begin_timeout_s, finish_timeout_s
+from protocol.constants import (
+    DATA_FRAME_OVERHEAD_BYTES,
+    ERROR_RECOVERY,
+    BeginFlags,
+    ErrorCode,
+    begin_timeout_s,
+    finish_timeout_s,
+)
 from protocol.errors import LocalProtocolError, ProtocolError
 from protocol.messages import (
     Abort,
@@ -206,7 +213,7 @@ class BoardSession:
         while not connection.transfer_complete:
             while (frame := connection.next_data_frame(reader.read)) is not None:
                 await self.link.write_data(frame, timeout_s=self.config.ack_timeout_s)
-                self.bytes_sent += len(frame) - 6
+                self.bytes_sent += len(frame) - DATA_FRAME_OVERHEAD_BYTES
                 if self._window_exceeded():
                     break
                 # Let notifications that already arrived move the window before the next write.
