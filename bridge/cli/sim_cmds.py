@@ -15,6 +15,7 @@ import logging
 import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -138,9 +139,8 @@ def sim_cmd(
         fail(UsageError(f"the simulator needs Bumble ({exc.name} is missing)", hint=_EXTRA_HINT))
     except ValueError as exc:
         fail(UsageError(str(exc), hint="See `bridge sim --help` for the accepted values."))
-    if not global_options(ctx).debug:
-        _show_board_log()
-    run(lambda: _serve(config, host, port, as_json=as_json), as_json=as_json)
+    with contextlib.nullcontext() if global_options(ctx).debug else _board_log():
+        run(lambda: _serve(config, host, port, as_json=as_json), as_json=as_json)
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...] | dict[str, int]) -> str:
@@ -203,15 +203,29 @@ def _faults(items: list[str]) -> Any:
     return SimFaults(**values)
 
 
-def _show_board_log() -> None:
-    """Board events (boot, rollback, faults) as dim lines on stderr."""
+@contextlib.contextmanager
+def _board_log() -> Iterator[None]:
+    """Board events (boot, rollback, faults) as dim lines on stderr while the command runs.
+
+    The handler goes when the command ends: run in-process (tests, an embedding app), it must not outlive the
+    stderr it writes to.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("  [board] %(message)s"))
+    saved: list[tuple[logging.Logger, int, bool]] = []
     for name in ("bridge.sim.board", "bridge.sim.firmware"):
         log = logging.getLogger(name)
+        saved.append((log, log.level, log.propagate))
         log.setLevel(logging.INFO)
         log.addHandler(handler)
         log.propagate = False
+    try:
+        yield
+    finally:
+        for log, level, propagate in saved:
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
 
 
 async def _serve(config: Any, host: str, port: int, *, as_json: bool) -> None:

@@ -262,6 +262,20 @@ def test_sim_on_a_port_in_use_is_a_usage_error(cli: Cli) -> None:
     assert f"port {port} is in use; pass --port 0" in err
 
 
+def test_sim_run_in_process_leaves_no_handler_on_the_board_loggers(cli: Cli) -> None:
+    """The board log handler writes to this command's stderr; it must not outlive it (later logs would fail)."""
+    import logging
+
+    names = ("bridge.sim.board", "bridge.sim.firmware")
+    before = [(len(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, _out, _err = cli("sim", "--port", str(busy.getsockname()[1]))
+    assert code == ExitCode.USAGE
+    assert [(len(logging.getLogger(n).handlers), logging.getLogger(n).propagate) for n in names] == before
+
+
 @pytest.mark.parametrize(
     ("command", "codes"),
     [
